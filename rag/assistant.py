@@ -1,0 +1,338 @@
+"""`Assistant`: the one engine behind the UI, the CLI, the HTTP API and the eval.
+
+    question ─► condense (chat) ─► retrieve ─► [abstain if evidence is weak]
+             ─► backend (openai | local | extractive) ─► verify ─► Answer
+
+Everything expensive (embedding model, Chroma, LLM client) is built lazily from `Settings` and
+can be injected instead, which is how the unit tests run in seconds with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rag.answer import Backend, ExtractiveBackend, LocalBackend, OpenAIBackend
+from rag.chat import condense, normalize_history, trim_history
+from rag.chunking import Chunker
+from rag.chunking import fingerprint as chunking_fingerprint
+from rag.corpus import bundled_corpus_dir
+from rag.errors import ConfigError, LLMError
+from rag.ingest import Ingestor, Progress, ingest_lock
+from rag.prompts import CANNOT_ANSWER, JUDGE_PROMPT
+from rag.retrieve import Filters, Retriever
+from rag.settings import Settings
+from rag.store import Store
+from rag.types import Answer, IngestReport, Source
+from rag.verify import Verifier
+
+log = logging.getLogger(__name__)
+
+
+class Assistant:
+    """Ask questions about a corpus of abstracts and get verified, cited answers.
+
+    >>> assistant = Assistant()
+    >>> assistant.ingest()                       # the bundled corpus
+    >>> assistant.ask("What range of sequence lengths does Long Range Arena cover?").text
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        embedder: Any | None = None,
+        store: Store | None = None,
+        llm: Backend | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._embedder = embedder
+        self._store = store
+        self._llm = llm
+        self._lock = threading.RLock()
+        self._retriever: Retriever | None = None
+        self._verifier: Verifier | None = None
+        self.extractive = ExtractiveBackend()
+
+    # ------------------------------------------------------------------------------ components
+    @property
+    def embedder(self) -> Any:
+        with self._lock:
+            if self._embedder is None:
+                from rag.embeddings import get_embedder
+
+                self._embedder = get_embedder(self.settings)
+            return self._embedder
+
+    @property
+    def chunking(self) -> str:
+        return chunking_fingerprint(self.settings.chunk_tokens, self.settings.chunk_overlap)
+
+    @property
+    def store(self) -> Store:
+        with self._lock:
+            if self._store is None:
+                emb = self.embedder
+                self._store = Store(
+                    self.settings,
+                    embed_fingerprint=str(
+                        getattr(emb, "fingerprint", None) or getattr(emb, "model_name", "custom")
+                    ),
+                    dim=int(
+                        getattr(emb, "dim", 0) or len(emb.get_query_embedding("dimension probe"))
+                    ),
+                    chunking=self.chunking,
+                )
+            return self._store
+
+    @property
+    def retriever(self) -> Retriever:
+        with self._lock:
+            if self._retriever is None:
+                if self.settings.retrieval == "hybrid":
+                    from rag.hybrid import HybridRetriever
+
+                    self._retriever = HybridRetriever(self.store, self.embedder, self.settings)
+                else:
+                    self._retriever = Retriever(self.store, self.embedder)
+            return self._retriever
+
+    @property
+    def llm(self) -> Backend:
+        """The configured answer backend (extractive when none is configured)."""
+        with self._lock:
+            if self._llm is None:
+                kind = self.settings.resolved_llm
+                if kind == "openai":
+                    if not (self.settings.llm_base_url or self.settings.openai_api_key):
+                        raise ConfigError(
+                            "RAG_LLM=openai needs RAG_LLM_BASE_URL (any OpenAI-compatible endpoint) "
+                            "or OPENAI_API_KEY; set one, or use RAG_LLM=extractive"
+                        )
+                    self._llm = OpenAIBackend(self.settings)
+                elif kind == "local":
+                    self._llm = LocalBackend(self.settings)
+                else:
+                    self._llm = self.extractive
+            return self._llm
+
+    @property
+    def verifier(self) -> Verifier:
+        with self._lock:
+            if self._verifier is None:
+                judge = None
+                if self.settings.verify_judge == "llm" and isinstance(self.llm, OpenAIBackend):
+                    judge = self._llm_judge
+                self._verifier = Verifier(
+                    self.embedder, policy=self.settings.unsupported, llm_judge=judge
+                )
+            return self._verifier
+
+    def _llm_judge(self, claim: str, source: str) -> bool:
+        assert isinstance(self.llm, OpenAIBackend)
+        reply = self.llm.chat(
+            [{"role": "user", "content": JUDGE_PROMPT.format(source=source, claim=claim)}], 3
+        )
+        return reply.strip().lower().startswith("yes")
+
+    # ---------------------------------------------------------------------------------- ingest
+    def ingest(
+        self,
+        paths: Sequence[str | Path] | None = None,
+        *,
+        rebuild: bool = False,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Add papers from files or directories (None = the bundled corpus). Safe to repeat."""
+        targets = [Path(p) for p in paths] if paths else [bundled_corpus_dir()]
+        emb = self.embedder
+        if rebuild:
+            self._reset_store()
+        chunker = Chunker(
+            self.settings.chunk_tokens,
+            self.settings.chunk_overlap,
+            count_model_tokens=getattr(emb, "count_tokens", None),
+            max_model_tokens=int(getattr(emb, "max_tokens", 256)),
+        )
+        ingestor = Ingestor(
+            self.store, emb, chunker, self.chunking, self.settings.max_abstract_chars
+        )
+        with ingest_lock(self.settings.data_dir):
+            report = ingestor.run(targets, progress=progress)
+        if hasattr(self.retriever, "refresh"):
+            self.retriever.refresh()
+        return report
+
+    def _reset_store(self) -> None:
+        import chromadb  # noqa: F401 - make sure the client is importable before deleting
+
+        with self._lock:
+            store = self._store
+            if store is None:
+                try:
+                    store = self.store
+                except Exception:
+                    from rag.store import _client
+
+                    _client(self.settings).delete_collection(self.settings.collection)
+                    self._store = None
+                    self._retriever = None
+                    return
+            store.reset()
+            self._retriever = None
+
+    def is_empty(self) -> bool:
+        return self.store.count() == 0
+
+    def info(self) -> dict[str, Any]:
+        store = self.store
+        return {
+            "papers": store.paper_count(),
+            "chunks": store.count(),
+            "store": store.where,
+            "collection": self.settings.collection,
+            "embedding_model": getattr(self.embedder, "fingerprint", self.settings.embed_model),
+            "chunking": self.chunking,
+            "backend": self.settings.resolved_llm,
+            "retrieval": self.settings.retrieval,
+        }
+
+    # -------------------------------------------------------------------------------- retrieve
+    def retrieve(
+        self, question: str, top_k: int | None = None, filters: Filters | None = None
+    ) -> list[Source]:
+        question = _check_question(question)
+        return self.retriever.search(question, top_k or self.settings.top_k, filters)
+
+    # ------------------------------------------------------------------------------------- ask
+    def ask(
+        self,
+        question: str,
+        top_k: int | None = None,
+        *,
+        filters: Filters | None = None,
+        history: Sequence[Any] | None = None,
+    ) -> Answer:
+        """Answer one question (optionally as a follow-up in a conversation)."""
+        answer = None
+        for item in self.ask_stream(
+            question, top_k, filters=filters, history=history, stream=False
+        ):
+            if isinstance(item, Answer):
+                answer = item
+        assert answer is not None
+        return answer
+
+    def chat(self, history: Sequence[Any] | None, message: str, top_k: int | None = None) -> Answer:
+        """A conversation turn: the follow-up is condensed into a standalone question first."""
+        return self.ask(message, top_k, history=history)
+
+    def ask_stream(
+        self,
+        question: str,
+        top_k: int | None = None,
+        *,
+        filters: Filters | None = None,
+        history: Sequence[Any] | None = None,
+        stream: bool = True,
+    ) -> Iterator[str | Answer]:
+        """Yield text pieces as the backend produces them, then the final verified `Answer`.
+
+        The pieces are a preview; the `Answer` (verified) is what the user should end up seeing.
+        """
+        question = _check_question(question)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        standalone = question
+        messages = normalize_history(history)
+        if messages:
+            messages = trim_history(messages, self.settings.history_tokens)
+            llm_chat = self.llm.chat if isinstance(self.llm, OpenAIBackend) else None
+            standalone = condense(messages, question, llm_chat)
+        filters = self._filters_for(standalone, filters)
+        t = time.perf_counter()
+        sources = self.retriever.search(standalone, top_k or self.settings.top_k, filters)
+        timings["retrieve"] = time.perf_counter() - t
+        base = {
+            "question": question,
+            "standalone_question": standalone if standalone != question else None,
+            "filters": filters.describe() if filters else {},
+        }
+        if not sources or sources[0].score < self.settings.min_score:
+            timings["total"] = time.perf_counter() - started
+            yield Answer(
+                text=CANNOT_ANSWER,
+                sources=sources,
+                abstained=True,
+                backend=self._backend_name(),
+                timings=timings,
+                **base,
+            )
+            return
+        backend = self.llm
+        notice = None
+        t = time.perf_counter()
+        try:
+            if stream:
+                pieces: list[str] = []
+                for piece in backend.stream(standalone, sources):
+                    pieces.append(piece)
+                    yield piece
+                raw = "".join(pieces)
+            else:
+                raw = backend.generate(standalone, sources)
+        except LLMError as exc:
+            log.warning("LLM failed, falling back to extractive: %s", exc)
+            notice = f"The language model failed ({exc}); this is the extractive answer instead."
+            backend = self.extractive
+            raw = backend.generate(standalone, sources)
+            if stream:
+                yield "\n\n"
+        timings["answer"] = time.perf_counter() - t
+        t = time.perf_counter()
+        text, sentences = self.verifier.verify(raw, sources)
+        timings["verify"] = time.perf_counter() - t
+        abstained = not text
+        timings["total"] = time.perf_counter() - started
+        yield Answer(
+            text=text or CANNOT_ANSWER,
+            sources=sources,
+            sentences=sentences,
+            abstained=abstained,
+            backend=backend.name,
+            notice=notice,
+            timings=timings,
+            **base,
+        )
+
+    def _filters_for(self, question: str, filters: Filters | None) -> Filters | None:
+        try:
+            from rag.query import parse_filters
+        except ImportError:
+            return filters
+        parsed = parse_filters(question)
+        if filters is None or filters.is_empty():
+            return parsed if parsed and not parsed.is_empty() else filters
+        return filters
+
+    def _backend_name(self) -> str:
+        try:
+            return self.llm.name
+        except Exception:
+            return self.settings.resolved_llm
+
+
+def _check_question(question: str) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError("the question is empty; type a question about the papers")
+    question = " ".join(question.split())
+    if len(question) > 2000:
+        raise ConfigError("the question is over 2,000 characters; shorten it")
+    return question
+
+
+ProgressCallback = Callable[[int, int | None], None]

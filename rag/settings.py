@@ -1,0 +1,130 @@
+"""One `Settings` object for the whole application, read from RAG_* environment variables and `.env`.
+
+Every field is documented here and mirrored, with its default, in `.env.example`
+(a test keeps the two in step). Front-ends never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """All knobs of `rag`. Environment variable = `RAG_` + field name in upper case."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- storage -------------------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path(".rag"), description="Directory holding all local state (embedded Chroma, caches)."
+    )
+    collection: str = Field("papers", description="Chroma collection name.")
+    chroma_host: str | None = Field(
+        None, description="Chroma server host (`chroma run`); unset = embedded store in data_dir."
+    )
+    chroma_port: int = Field(8000, description="Chroma server port.")
+
+    # --- embeddings and chunking ----------------------------------------------------------------
+    embed_model: str = Field(
+        BUNDLED_MODEL,
+        description="Embedding model: the bundled all-MiniLM-L6-v2, or a local sentence-transformers dir.",
+    )
+    embed_backend: Literal["torch", "onnx"] = Field(
+        "torch", description="Encoder runtime: torch (fp32) or onnx (int8, exported locally once)."
+    )
+    embed_batch_size: int = Field(64, ge=1, description="Texts per encoder batch.")
+    chunk_tokens: int = Field(
+        180,
+        ge=32,
+        le=240,
+        description="Target chunk size in tiktoken (cl100k) tokens, title included.",
+    )
+    chunk_overlap: int = Field(24, ge=0, description="Token overlap between consecutive chunks.")
+    max_abstract_chars: int = Field(
+        20_000, ge=100, description="Longer abstracts are rejected as malformed input."
+    )
+
+    # --- retrieval -----------------------------------------------------------------------------
+    top_k: int = Field(5, ge=1, le=50, description="Number of numbered sources per answer.")
+    retrieval: Literal["dense", "hybrid"] = Field(
+        "dense", description="dense = vectors only; hybrid = vectors fused with BM25."
+    )
+    min_score: float = Field(
+        0.30,
+        description="Abstain before answering when the best source's cosine similarity is below this.",
+    )
+
+    # --- answering -----------------------------------------------------------------------------
+    llm: Literal["auto", "openai", "extractive", "local"] = Field(
+        "auto", description="Answer backend; auto = openai if a base URL or API key is set."
+    )
+    llm_base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1."
+    )
+    llm_model: str = Field("gpt-4o-mini", description="Model name sent to the endpoint.")
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("RAG_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        description="API key for the endpoint (OPENAI_API_KEY also works). Never logged.",
+    )
+    llm_timeout: float = Field(30.0, gt=0, description="Total seconds allowed for one LLM answer.")
+    llm_max_retries: int = Field(2, ge=0, description="Retries on connection errors, 429 and 5xx.")
+    llm_temperature: float = Field(0.0, ge=0, le=2)
+    llm_gguf: Path | None = Field(
+        None, description="GGUF file for llm=local; unset = bundled Gemma 3 270M."
+    )
+    context_tokens: int = Field(3000, ge=256, description="Token budget for sources in the prompt.")
+    history_tokens: int = Field(1000, ge=0, description="Token budget for chat history.")
+
+    # --- verification --------------------------------------------------------------------------
+    verify_judge: Literal["offline", "llm"] = Field(
+        "offline", description="Citation judge: offline (embeddings + lexical + numbers) or llm."
+    )
+    unsupported: Literal["drop", "flag"] = Field(
+        "drop", description="What to do with a sentence no source supports: drop it or flag it."
+    )
+
+    # --- front-ends ----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the UI / API binds to.")
+    port: int = Field(7860, description="Port of the UI / API.")
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token required by the API when set."
+    )
+    max_upload_mb: float = Field(20.0, gt=0, description="Largest corpus file accepted by the UI.")
+
+    @field_validator("llm_base_url", "chroma_host", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openai_api_key", "api_key", mode="before")
+    @classmethod
+    def _blank_secret_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def resolved_llm(self) -> Literal["openai", "extractive", "local"]:
+        """The backend `auto` resolves to."""
+        if self.llm != "auto":
+            return self.llm
+        return "openai" if (self.llm_base_url or self.openai_api_key) else "extractive"
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        """A copy with some fields replaced and validated (used by `--set key=value`)."""
+        data = self.model_dump()
+        data.update(overrides)
+        return Settings.model_validate(
+            {k: (v.get_secret_value() if isinstance(v, SecretStr) else v) for k, v in data.items()}
+        )

@@ -1,0 +1,234 @@
+"""The Chroma vector store: embedded (PersistentClient under RAG_DATA_DIR) or a `chroma run` server.
+
+The collection's metadata records the embedding model, its dimension and the chunking scheme; a
+store built with other ones is refused with the fix, never silently mixed. Writes go in batches of
+Chroma's own maximum. Every chunk carries its paper's metadata and a `paper_hash`, which is how
+ingest knows, without any side file, which papers are new, changed or unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rag.errors import StoreError
+from rag.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "1"
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    document: str
+    metadata: dict[str, Any]
+    distance: float
+
+
+def _client(settings: Settings) -> Any:
+    import chromadb
+
+    chroma_settings = chromadb.Settings(anonymized_telemetry=False, allow_reset=False)
+    if settings.chroma_host:
+        try:
+            client = chromadb.HttpClient(
+                host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings
+            )
+            client.heartbeat()
+        except Exception as exc:
+            raise StoreError(
+                f"cannot reach the Chroma server at {settings.chroma_host}:{settings.chroma_port} "
+                f"({type(exc).__name__}); start it with `chroma run --host {settings.chroma_host} "
+                f"--port {settings.chroma_port} --path DIR`, or unset RAG_CHROMA_HOST to use the "
+                "embedded store"
+            ) from exc
+        return client
+    path = settings.data_dir / "chroma"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    except Exception as exc:
+        raise StoreError(
+            f"cannot open the Chroma store at {path} ({exc}); if another program holds it, close "
+            "that program; if it is corrupt, move the directory away and run `rag ingest` to rebuild"
+        ) from exc
+
+
+class Store:
+    """One Chroma collection of abstract chunks."""
+
+    def __init__(
+        self, settings: Settings, *, embed_fingerprint: str, dim: int, chunking: str
+    ) -> None:
+        self.settings = settings
+        self.where = (
+            f"Chroma server {settings.chroma_host}:{settings.chroma_port}"
+            if settings.chroma_host
+            else str(settings.data_dir / "chroma")
+        )
+        self.client = _client(settings)
+        expected = {
+            "hnsw:space": "cosine",
+            "rag:schema": SCHEMA,
+            "rag:embed": embed_fingerprint,
+            "rag:dim": dim,
+            "rag:chunking": chunking,
+        }
+        try:
+            self.collection = self.client.get_or_create_collection(
+                settings.collection, metadata=expected, embedding_function=None
+            )
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open collection '{settings.collection}' in {self.where} ({exc}); check "
+                "RAG_COLLECTION, or move the store away and run `rag ingest` to rebuild"
+            ) from exc
+        self._check(expected)
+        try:
+            self.max_batch = int(self.client.get_max_batch_size())
+        except Exception:
+            self.max_batch = 5000
+
+    def _check(self, expected: dict[str, Any]) -> None:
+        found = self.collection.metadata or {}
+        for key, label, setting in (
+            ("rag:embed", "embedding model", "RAG_EMBED_MODEL / RAG_EMBED_BACKEND"),
+            ("rag:dim", "embedding dimension", "RAG_EMBED_MODEL"),
+            ("rag:chunking", "chunking", "RAG_CHUNK_TOKENS / RAG_CHUNK_OVERLAP"),
+            ("rag:schema", "store schema", "nothing"),
+        ):
+            if key in found and str(found[key]) != str(expected[key]):
+                raise StoreError(
+                    f"the collection '{self.settings.collection}' in {self.where} was built with "
+                    f"{label} {found[key]!r} but the settings ask for {expected[key]!r}; run "
+                    f"`rag ingest --rebuild` to rebuild it, or set {setting} back"
+                )
+
+    # ----------------------------------------------------------------------------------- writes
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        documents: Sequence[str],
+        metadatas: Sequence[dict[str, Any]],
+    ) -> None:
+        for start in range(0, len(ids), self.max_batch):
+            end = start + self.max_batch
+            self._call(
+                self.collection.upsert,
+                ids=list(ids[start:end]),
+                embeddings=vectors[start:end],
+                documents=list(documents[start:end]),
+                metadatas=list(metadatas[start:end]),
+            )
+
+    def delete(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        for start in range(0, len(ids), self.max_batch):
+            self._call(self.collection.delete, ids=ids[start : start + self.max_batch])
+
+    def reset(self) -> None:
+        """Drop and recreate the collection (for `rag ingest --rebuild`)."""
+        meta = dict(self.collection.metadata or {})
+        self._call(self.client.delete_collection, self.settings.collection)
+        self.collection = self._call(
+            self.client.get_or_create_collection,
+            self.settings.collection,
+            metadata=meta,
+            embedding_function=None,
+        )
+
+    # ------------------------------------------------------------------------------------ reads
+    def paper_state(self, paper_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """For each stored paper id: {chunk id: "paper_hash/n_chunks"} of its chunks."""
+        state: dict[str, dict[str, str]] = {}
+        step = 500
+        for start in range(0, len(paper_ids), step):
+            batch = list(paper_ids[start : start + step])
+            got = self._call(
+                self.collection.get, where={"paper_id": {"$in": batch}}, include=["metadatas"]
+            )
+            for cid, meta in zip(got["ids"], got["metadatas"] or [], strict=False):
+                state.setdefault(str(meta["paper_id"]), {})[cid] = (
+                    f"{meta.get('paper_hash', '')}/{meta.get('n_chunks', 0)}"
+                )
+        return state
+
+    def query(self, vector: np.ndarray, n: int, where: dict[str, Any] | None = None) -> list[Hit]:
+        count = self.count()
+        if count == 0:
+            return []
+        res = self._call(
+            self.collection.query,
+            query_embeddings=[np.asarray(vector, dtype=np.float32)],
+            n_results=min(n, count),
+            where=where or None,
+            include=["documents", "metadatas", "distances"],
+        )
+        return [
+            Hit(i, d or "", m or {}, float(dist))
+            for i, d, m, dist in zip(
+                res["ids"][0],
+                res["documents"][0],
+                res["metadatas"][0],
+                res["distances"][0],
+                strict=False,
+            )
+        ]
+
+    def first_chunks(self, paper_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Metadata of position-0 chunks (they carry the whole abstract), by paper id."""
+        if not paper_ids:
+            return {}
+        got = self._call(
+            self.collection.get,
+            where={"$and": [{"paper_id": {"$in": list(paper_ids)}}, {"position": 0}]},
+            include=["metadatas"],
+        )
+        return {str(m["paper_id"]): m for m in got["metadatas"] or []}
+
+    def get(
+        self,
+        ids: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
+        include: Sequence[str] = ("documents", "metadatas"),
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> dict[str, Any]:
+        return self._call(
+            self.collection.get,
+            ids=list(ids) if ids else None,
+            where=where,
+            include=list(include),
+            limit=limit,
+            offset=offset,
+        )
+
+    def count(self) -> int:
+        return int(self._call(self.collection.count))
+
+    def paper_count(self) -> int:
+        got = self._call(self.collection.get, where={"position": 0}, include=[])
+        return len(got["ids"])
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:
+            if self.settings.chroma_host:
+                raise StoreError(
+                    f"the Chroma server at {self.settings.chroma_host}:{self.settings.chroma_port} "
+                    f"failed ({type(exc).__name__}: {exc}); check that `chroma run` is up, then retry"
+                ) from exc
+            raise StoreError(
+                f"the Chroma store at {self.where} failed ({type(exc).__name__}: {exc}); if it is "
+                "corrupt, move it away and run `rag ingest` to rebuild"
+            ) from exc

@@ -1,0 +1,309 @@
+"""Small text utilities shared by answering and verification: sentences, citations, terms, numbers."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_ABBREV = {
+    "e.g",
+    "i.e",
+    "et al",
+    "al",
+    "vs",
+    "fig",
+    "figs",
+    "eq",
+    "eqs",
+    "etc",
+    "approx",
+    "no",
+    "cf",
+    "resp",
+    "sec",
+    "ref",
+    "refs",
+    "dr",
+    "mr",
+    "ms",
+    "prof",
+    "inc",
+    "ltd",
+    "u.s",
+    "st",
+    "viz",
+}
+_BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9\-']*|\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"(?<![A-Za-z])(\d+(?:[.,]\d+)*)(\s?(?:%|x|×|k|K|M|B|billion|million))?")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "then",
+        "than",
+        "of",
+        "for",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "with",
+        "from",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "about",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "have",
+        "has",
+        "had",
+        "having",
+        "can",
+        "could",
+        "should",
+        "would",
+        "may",
+        "might",
+        "must",
+        "will",
+        "shall",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "it's",
+        "they",
+        "them",
+        "their",
+        "there",
+        "here",
+        "we",
+        "our",
+        "you",
+        "your",
+        "he",
+        "she",
+        "his",
+        "her",
+        "i",
+        "me",
+        "my",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "whether",
+        "not",
+        "no",
+        "nor",
+        "so",
+        "such",
+        "very",
+        "more",
+        "most",
+        "less",
+        "least",
+        "also",
+        "only",
+        "just",
+        "both",
+        "each",
+        "either",
+        "neither",
+        "any",
+        "all",
+        "some",
+        "many",
+        "much",
+        "few",
+        "other",
+        "another",
+        "same",
+        "own",
+        "via",
+        "per",
+        "between",
+        "among",
+        "within",
+        "without",
+        "across",
+        "after",
+        "before",
+        "during",
+        "up",
+        "down",
+        "out",
+        "off",
+        "again",
+        "further",
+        "once",
+        "paper",
+        "papers",
+        "work",
+        "study",
+        "approach",
+        "method",
+        "propose",
+        "proposed",
+        "present",
+        "presents",
+        "show",
+        "shows",
+        "use",
+        "used",
+        "using",
+        "based",
+        "new",
+        "novel",
+        "does",
+        "do",
+        "tell",
+        "me",
+        "give",
+        "list",
+        "name",
+        "corpus",
+        "abstract",
+        "according",
+        "say",
+        "says",
+        "said",
+    ]
+)
+NEGATIONS = frozenset(
+    [
+        "not",
+        "no",
+        "never",
+        "cannot",
+        "can't",
+        "without",
+        "fails",
+        "fail",
+        "neither",
+        "nor",
+        "none",
+        "lacks",
+        "unable",
+    ]
+)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split prose into sentences, keeping abbreviations and trailing [n] citations attached."""
+    text = " ".join(text.split())
+    if not text:
+        return []
+    pieces: list[str] = []
+    start = 0
+    for match in _BOUNDARY.finditer(text):
+        candidate = text[start : match.start()].rstrip()
+        last_word = re.findall(r"([A-Za-z][A-Za-z.]*)\.$", candidate)
+        if last_word and last_word[0].lower().rstrip(".") in _ABBREV:
+            continue
+        if re.search(r"\b[A-Z]\.$", candidate):  # initials: "J. Smith"
+            continue
+        pieces.append(candidate)
+        start = match.end()
+    pieces.append(text[start:].strip())
+    merged: list[str] = []
+    for piece in pieces:
+        lead = re.match(r"^((?:\[\d+(?:\s*[,;]\s*\d+)*\]\s*)+)(.*)$", piece)
+        if lead and merged:  # "… tokens. [1] Next" -> the [1] belongs to the previous sentence
+            merged[-1] = merged[-1] + " " + lead.group(1).strip()
+            piece = lead.group(2)
+        if piece:
+            merged.append(piece)
+    return [p for p in merged if p.strip()]
+
+
+def citations(sentence: str) -> list[int]:
+    found: list[int] = []
+    for group in CITATION.findall(sentence):
+        for num in re.split(r"\s*[,;]\s*", group):
+            if num.isdigit() and int(num) not in found:
+                found.append(int(num))
+    return found
+
+
+def strip_citations(sentence: str) -> str:
+    return " ".join(CITATION.sub("", sentence).split())
+
+
+def stem(word: str) -> str:
+    word = word.lower()
+    for suffix in ("ations", "ation", "ings", "ing", "ies", "ied", "es", "ed", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)] + ("y" if suffix in ("ies", "ied") else "")
+    return word
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed content words."""
+    return [stem(w) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and len(w) > 1]
+
+
+def numbers(text: str) -> set[str]:
+    """Normalised numbers with their unit: '16K' -> '16k', '1,000' -> '1000', '7.988x'."""
+    out = set()
+    for value, unit in _NUMBER.findall(text):
+        value = value.rstrip(".,").replace(",", "")
+        unit = (unit or "").strip().lower().replace("×", "x")
+        out.add(value + unit)
+    return out
+
+
+def number_values(text: str) -> set[str]:
+    return {re.sub(r"[^\d.]", "", n).rstrip(".") for n in numbers(text)}
+
+
+def entities(text: str) -> set[str]:
+    """Names a claim must not change: acronyms, CamelCase, words with digits (GPT-4, CIFAR-10)."""
+    found = set()
+    for i, token in enumerate(re.findall(r"[A-Za-z][A-Za-z0-9\-+.]*[A-Za-z0-9+]|[A-Z]", text)):
+        core = token.strip(".-")
+        if len(core) < 2:
+            continue
+        has_digit = any(c.isdigit() for c in core)
+        inner_caps = any(c.isupper() for c in core[1:])
+        if has_digit or inner_caps:
+            found.add(core.lower())
+    return found
+
+
+def idf_weights(documents: Iterable[list[str]]) -> dict[str, float]:
+    docs = list(documents)
+    df: Counter[str] = Counter()
+    for doc in docs:
+        df.update(set(doc))
+    n = max(1, len(docs))
+    return {t: math.log(1 + n / c) for t, c in df.items()}

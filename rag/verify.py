@@ -1,0 +1,214 @@
+"""Sentence-level citation verification and the decision to abstain.
+
+Every answer, from any backend, goes through `Verifier.verify`:
+  1. citation numbers that name no source are removed;
+  2. the answer is split into sentences, each with the sources it cites;
+  3. each (sentence, cited source) pair is judged: offline by default, numbers and names in the
+     sentence must appear in the source, and the sentence must match one of the source's sentences
+     (or two neighbouring ones) by embedding similarity and by content-word overlap; an LLM judge
+     can be switched on with RAG_VERIFY_JUDGE=llm;
+  4. an unsupported sentence is re-attributed to another retrieved source that supports it, else
+     dropped (RAG_UNSUPPORTED=drop) or kept and flagged (flag). Nothing supported left -> abstain.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rag.embeddings import encode
+from rag.prompts import CANNOT_ANSWER, is_refusal
+from rag.text import (
+    NEGATIONS,
+    citations,
+    entities,
+    number_values,
+    split_sentences,
+    strip_citations,
+    terms,
+)
+from rag.types import Sentence, Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Calibrated on the dev half of eval/data/claims.jsonl (see docs/verification.md)."""
+
+    cosine: float = 0.72  # embedding similarity to the best source sentence (or pair)
+    overlap: float = 0.60  # share of the claim's content words found in that passage
+    overlap_alone: float = 0.85  # enough on its own, without the embedding vote
+    cosine_alone: float = 0.90
+
+
+@dataclass(frozen=True)
+class Verdict:
+    supported: bool
+    support: str | None
+    score: float
+    reason: str = ""
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+class Verifier:
+    def __init__(
+        self,
+        embedder: Any,
+        *,
+        policy: str = "drop",
+        thresholds: Thresholds | None = None,
+        llm_judge: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.policy = policy
+        self.t = thresholds or Thresholds()
+        self.llm_judge = llm_judge
+        self._cache: OrderedDict[str, tuple[list[str], np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------- one pair
+    def _passages(self, source: Source) -> tuple[list[str], np.ndarray]:
+        """Source sentences and neighbouring pairs, embedded once per abstract."""
+        key = source.paper_id + str(hash(source.text))
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        sents = split_sentences(source.text) or [source.text]
+        passages = [*sents, *(f"{a} {b}" for a, b in zip(sents, sents[1:], strict=False))]
+        passages.append(f"{source.title}. {sents[0]}")
+        vectors = encode(self.embedder, passages)
+        with self._lock:
+            self._cache[key] = (passages, vectors)
+            while len(self._cache) > 512:
+                self._cache.popitem(last=False)
+        return passages, vectors
+
+    def judge(self, claim: str, source: Source, claim_vector: np.ndarray | None = None) -> Verdict:
+        """Does `source` support `claim` (a sentence without citation markers)?"""
+        claim = strip_citations(claim)
+        full = f"{source.title}. {source.text}"
+        if _norm(claim) and _norm(claim) in _norm(full):
+            return Verdict(True, self._best_sentence(claim, source), 1.0, "verbatim")
+        missing_numbers = number_values(claim) - number_values(full)
+        if missing_numbers:
+            return Verdict(False, None, 0.0, f"numbers not in source: {sorted(missing_numbers)}")
+        source_lower = full.lower()
+        missing_names = {e for e in entities(claim) if e not in source_lower}
+        if missing_names:
+            return Verdict(False, None, 0.0, f"names not in source: {sorted(missing_names)}")
+        if self.llm_judge is not None:
+            ok = self.llm_judge(claim, full)
+            return Verdict(ok, self._best_sentence(claim, source) if ok else None, float(ok), "llm")
+        passages, vectors = self._passages(source)
+        if claim_vector is None:
+            claim_vector = encode(self.embedder, [claim])[0]
+        sims = vectors @ claim_vector
+        best = int(np.argmax(sims))
+        cos = float(sims[best])
+        claim_terms = set(terms(claim))
+        best_overlap = 0.0
+        for passage in (passages[best], full):
+            pterms = set(terms(passage))
+            if claim_terms:
+                best_overlap = max(best_overlap, len(claim_terms & pterms) / len(claim_terms))
+        passage_words = set(re.findall(r"[a-z']+", passages[best].lower()))
+        claim_words = set(re.findall(r"[a-z']+", claim.lower()))
+        if (claim_words & NEGATIONS) - passage_words:
+            return Verdict(False, None, cos, "negation not in source")
+        ok = (
+            (cos >= self.t.cosine and best_overlap >= self.t.overlap)
+            or best_overlap >= self.t.overlap_alone
+            or cos >= self.t.cosine_alone
+        )
+        support = passages[best] if best < len(split_sentences(source.text)) else passages[best]
+        return Verdict(
+            ok, support if ok else None, cos, f"cos={cos:.2f} overlap={best_overlap:.2f}"
+        )
+
+    def _best_sentence(self, claim: str, source: Source) -> str:
+        target = set(terms(claim))
+        sents = split_sentences(source.text) or [source.text]
+        return max(sents, key=lambda s: len(target & set(terms(s))))
+
+    # ---------------------------------------------------------------------------- an answer
+    def verify(self, text: str, sources: list[Source]) -> tuple[str, list[Sentence]]:
+        """Return the cleaned answer text and its judged sentences. Empty text = abstain."""
+        by_number = {s.number: s for s in sources}
+        if is_refusal(text) or not text.strip():
+            return "", []
+        raw = split_sentences(text)
+        claims = [strip_citations(s) for s in raw]
+        vectors = None
+        if any(c for c in claims) and self.llm_judge is None:
+            vectors = encode(self.embedder, [c or "." for c in claims])
+        kept: list[Sentence] = []
+        for i, (sentence, claim) in enumerate(zip(raw, claims, strict=True)):
+            if not claim or is_refusal(claim) or not re.search(r"[A-Za-z0-9]", claim):
+                continue
+            cited = [n for n in citations(sentence) if n in by_number]
+            vec = vectors[i] if vectors is not None else None
+            good: list[int] = []
+            support, support_source, score = None, None, 0.0
+            for n in cited:
+                verdict = self.judge(claim, by_number[n], vec)
+                if verdict.supported:
+                    good.append(n)
+                    if support is None:
+                        support, support_source, score = verdict.support, n, verdict.score
+            if not good:  # re-attribute to another retrieved source that supports it
+                for source in sources:
+                    if source.number in cited:
+                        continue
+                    verdict = self.judge(claim, source, vec)
+                    if verdict.supported:
+                        good = [source.number]
+                        support, support_source, score = (
+                            verdict.support,
+                            source.number,
+                            verdict.score,
+                        )
+                        break
+            if good:
+                kept.append(
+                    Sentence(
+                        text=claim,
+                        citations=good,
+                        supported=True,
+                        support=support,
+                        support_source=support_source,
+                        score=score,
+                    )
+                )
+            elif self.policy == "flag":
+                kept.append(Sentence(text=claim, citations=cited, supported=False))
+        if not any(s.supported for s in kept):
+            return "", kept if self.policy == "flag" else []
+        return render(kept), kept
+
+
+def render(sentences: list[Sentence]) -> str:
+    """Sentences back to text, each followed by its [n] markers."""
+    parts = []
+    for s in sentences:
+        body = s.text.rstrip()
+        end = body[-1] if body and body[-1] in ".!?" else "."
+        body = body[:-1] if body and body[-1] in ".!?" else body
+        marks = "".join(f"[{n}]" for n in s.citations)
+        parts.append(f"{body} {marks}{end}" if marks else f"{body}{end}")
+    return " ".join(parts)
+
+
+def refusal_text() -> str:
+    return CANNOT_ANSWER
