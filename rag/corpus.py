@@ -185,9 +185,8 @@ def load_daily_papers(path: Path, *, max_chars: int = 20_000) -> Iterator[Paper 
                 current["n_authors"] = int(m.group(1))
             continue
         if m := _META_DATE.match(line):
-            if current is not None:
-                if m.group(2):  # without a year the date cannot be placed
-                    current["published"] = _parse_date(m.group(1) + m.group(2))
+            if current is not None and m.group(2):  # without a year the date cannot be placed
+                current["published"] = _parse_date(m.group(1) + m.group(2))
             continue
         if _is_abstract(line):
             if pending is not None:
@@ -328,7 +327,7 @@ def load_csv(path: Path, *, max_chars: int = 20_000) -> Iterator[Paper | CorpusE
     """CSV with a header row: title and abstract (or summary) required; id, authors, date optional."""
     file = str(path)
     good: list[str] = []
-    for number, item in _decoded_lines(path):
+    for _number, item in _decoded_lines(path):
         if isinstance(item, CorpusError):
             yield item
             good.append("")  # keep line numbers aligned

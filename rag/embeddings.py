@@ -28,6 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def bundled_model_path() -> Path:
@@ -64,8 +66,10 @@ class SentenceEmbedding(BaseEmbedding):
     def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 64, **kwargs: Any) -> None:
         path = resolve_model_path(model)
         try:
+            import transformers
             from sentence_transformers import SentenceTransformer
 
+            transformers.utils.logging.disable_progress_bar()
             st = SentenceTransformer(str(path), device="cpu")
         except Exception as exc:
             raise EmbeddingError(

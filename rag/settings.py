@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     )
     max_upload_mb: float = Field(20.0, gt=0, description="Largest corpus file accepted by the UI.")
 
-    @field_validator("llm_base_url", "chroma_host", mode="before")
+    @field_validator("llm_base_url", "chroma_host", "llm_gguf", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -282,14 +282,26 @@ def numbers(text: str) -> set[str]:
     return out
 
 
+_SCALE = {"k": 1e3, "m": 1e6, "million": 1e6, "b": 1e9, "billion": 1e9}
+
+
 def number_values(text: str) -> set[str]:
-    return {re.sub(r"[^\d.]", "", n).rstrip(".") for n in numbers(text)}
+    """Numeric values, scale words applied: '1K' and '1,000' both give '1000'."""
+    out = set()
+    for value, unit in _NUMBER.findall(text):
+        value = value.rstrip(".,").replace(",", "")
+        try:
+            number = float(value) * _SCALE.get((unit or "").strip().lower(), 1.0)
+        except ValueError:
+            continue
+        out.add(f"{number:g}")
+    return out
 
 
 def entities(text: str) -> set[str]:
     """Names a claim must not change: acronyms, CamelCase, words with digits (GPT-4, CIFAR-10)."""
     found = set()
-    for i, token in enumerate(re.findall(r"[A-Za-z][A-Za-z0-9\-+.]*[A-Za-z0-9+]|[A-Z]", text)):
+    for _i, token in enumerate(re.findall(r"[A-Za-z][A-Za-z0-9\-+.]*[A-Za-z0-9+]|[A-Z]", text)):
         core = token.strip(".-")
         if len(core) < 2:
             continue

@@ -13,6 +13,7 @@ Every answer, from any backend, goes through `Verifier.verify`:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -86,7 +87,7 @@ class Verifier:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         sents = split_sentences(source.text) or [source.text]
-        passages = [*sents, *(f"{a} {b}" for a, b in zip(sents, sents[1:], strict=False))]
+        passages = [*sents, *(f"{a} {b}" for a, b in itertools.pairwise(sents))]
         passages.append(f"{source.title}. {sents[0]}")
         vectors = encode(self.embedder, passages)
         with self._lock:
@@ -115,14 +116,19 @@ class Verifier:
         if claim_vector is None:
             claim_vector = encode(self.embedder, [claim])[0]
         sims = vectors @ claim_vector
-        best = int(np.argmax(sims))
-        cos = float(sims[best])
         claim_terms = set(terms(claim))
-        best_overlap = 0.0
-        for passage in (passages[best], full):
-            pterms = set(terms(passage))
-            if claim_terms:
-                best_overlap = max(best_overlap, len(claim_terms & pterms) / len(claim_terms))
+        overlaps = np.array(
+            [
+                len(claim_terms & set(terms(p))) / len(claim_terms) if claim_terms else 0.0
+                for p in passages
+            ]
+        )
+        best = int(np.argmax(sims + overlaps))  # the passage that agrees both ways
+        cos = float(sims.max())
+        best_overlap = max(
+            float(overlaps.max()),
+            len(claim_terms & set(terms(full))) / len(claim_terms) if claim_terms else 0.0,
+        )
         passage_words = set(re.findall(r"[a-z']+", passages[best].lower()))
         claim_words = set(re.findall(r"[a-z']+", claim.lower()))
         if (claim_words & NEGATIONS) - passage_words:
@@ -132,7 +138,7 @@ class Verifier:
             or best_overlap >= self.t.overlap_alone
             or cos >= self.t.cosine_alone
         )
-        support = passages[best] if best < len(split_sentences(source.text)) else passages[best]
+        support = passages[best]
         return Verdict(
             ok, support if ok else None, cos, f"cos={cos:.2f} overlap={best_overlap:.2f}"
         )

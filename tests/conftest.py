@@ -1,0 +1,155 @@
+"""Shared fixtures: offline fakes for unit tests, and the real parts for end-to-end tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# Tests never read the developer's .env or environment settings.
+for key in list(os.environ):
+    if key.startswith("RAG_") or key == "OPENAI_API_KEY":
+        del os.environ[key]
+
+sys.path.insert(0, str(Path(__file__).parent))
+from openai_server import FakeOpenAI  # noqa: E402
+
+from rag import Assistant, Settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "rag" / "data" / "corpus"
+LRA_TITLE = "Long Range Arena: A Benchmark for Efficient Transformers"
+
+
+class HashEmbedding(BaseEmbedding):
+    """A tiny deterministic bag-of-words embedder: same words -> similar vectors. Offline, instant."""
+
+    dim: int = 64
+    max_tokens: int = 256
+    fingerprint: str = "hash-test:64"
+
+    def count_tokens(self, text: str) -> int:
+        return len(re.findall(r"\w+|[^\w\s]", text)) + 2
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"[a-z0-9]+", text.lower()):
+                h = int(hashlib.md5(word.encode()).hexdigest(), 16)
+                out[i, h % self.dim] += 1.0 if (h >> 8) % 2 else -1.0
+            norm = np.linalg.norm(out[i])
+            out[i] = out[i] / norm if norm else out[i]
+            if not norm:
+                out[i, 0] = 1.0
+        return out
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self.encode([query])[0].tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self.encode([text])[0].tolist()
+
+
+@pytest.fixture
+def fake_embedder() -> HashEmbedding:
+    return HashEmbedding(model_name="hash-test")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", min_score=0.0, _env_file=None)
+
+
+@pytest.fixture
+def fake_assistant(settings: Settings, fake_embedder: HashEmbedding) -> Assistant:
+    """Real embedded Chroma, fake embeddings: fast unit-level pipeline tests."""
+    return Assistant(settings, embedder=fake_embedder)
+
+
+@pytest.fixture(scope="session")
+def real_store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled corpus ingested once with the real model into an embedded Chroma store."""
+    data_dir = tmp_path_factory.mktemp("real-store")
+    assistant = Assistant(Settings(data_dir=data_dir, _env_file=None))
+    report = assistant.ingest()
+    assert report.added == 277 and not report.failed, report
+    return data_dir
+
+
+@pytest.fixture
+def real_assistant(real_store_dir: Path, tmp_path: Path) -> Assistant:
+    """A private copy of the ingested store, so tests may write to it."""
+    data_dir = tmp_path / "store"
+    shutil.copytree(real_store_dir, data_dir)
+    return Assistant(Settings(data_dir=data_dir, _env_file=None))
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real `chroma run` server on 127.0.0.1."""
+    chroma = Path(sys.executable).with_name("chroma")
+    port = free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    proc = subprocess.Popen(
+        [str(chroma), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("chroma run did not start within 60 s")
+    yield "127.0.0.1", port
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def answer_reply(template: str) -> Any:
+    """A FakeOpenAI reply that fills {title1} etc. from the prompt's numbered sources."""
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        prompt = "\n".join(str(m.get("content", "")) for m in messages)
+        titles = re.findall(r'<source id="(\d+)" title="([^"]*)">', prompt)
+        return template.format(**{f"title{n}": t for n, t in titles})
+
+    return reply

@@ -1,0 +1,119 @@
+"""Corpus loaders on the real bundled dumps and on small hand-made files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from conftest import CORPUS, LRA_TITLE
+
+from rag.corpus import load_corpus, load_daily_papers, normalize_title, title_id
+
+
+def test_bundled_corpus_counts() -> None:
+    result = load_corpus([CORPUS])
+    assert result.entries == 324
+    assert len(result.papers) == 277
+    assert result.duplicates == 47
+    assert result.errors == []
+    titles = {p.title for p in result.papers}
+    assert LRA_TITLE in titles
+    # The glued page word is removed: "SubscribeVicaSplat: ..." -> "VicaSplat: ..."
+    assert any(t.startswith("VicaSplat:") for t in titles)
+    assert not any(t.startswith(("Subscribe", "new", "Daily Papers")) for t in titles)
+
+
+def test_bundled_metadata_lines_are_parsed() -> None:
+    papers = {p.title: p for p in load_corpus([CORPUS]).papers}
+    tint = papers["Transformer in Transformer"]
+    assert tint.n_authors == 6
+    assert tint.published == dt.date(2021, 2, 26)
+    assert sum(1 for p in papers.values() if p.published) >= 50
+    # Every paper has an abstract that is not a metadata line.
+    assert all(len(p.abstract) > 200 for p in papers.values())
+
+
+def test_daily_dump_without_blank_lines_and_cut_off(tmp_path: Path) -> None:
+    dump = tmp_path / "page.txt"
+    abstract = "We study things. " * 20
+    dump.write_text(
+        "Get trending papers in your email inbox!\nSubscribeFirst Paper Title\n"
+        f"{abstract}\n  • 3 authors\n·\nMar 5, 2024 12\nSecond Paper\n{abstract}\nCut Off Title\n",
+        encoding="utf-8",
+    )
+    items = list(load_daily_papers(dump))
+    papers = [i for i in items if not isinstance(i, Exception)]
+    errors = [i for i in items if isinstance(i, Exception)]
+    assert [p.title for p in papers] == ["First Paper Title", "Second Paper"]
+    assert papers[0].n_authors == 3 and papers[0].published == dt.date(2024, 3, 5)
+    assert papers[0].line == 2
+    assert len(errors) == 1 and errors[0].line == 7 and "cut off" in str(errors[0])
+
+
+def test_jsonl_arxiv_shape_and_bad_lines(tmp_path: Path) -> None:
+    good = {
+        "id": "2011.04006v2",
+        "title": "  Long Range\n Arena ",
+        "abstract": "  A benchmark\n of long sequences.",
+        "authors": "Yi Tay, Mostafa Dehghani and Samira Abnar",
+        "categories": "cs.LG cs.CL",
+        "update_date": "2020-11-08",
+    }
+    path = tmp_path / "arxiv.jsonl"
+    path.write_text(
+        json.dumps(good) + "\n{broken json\n" + json.dumps({"title": "No abstract"}) + "\n"
+    )
+    result = load_corpus([path])
+    assert len(result.papers) == 1
+    paper = result.papers[0]
+    assert paper.id == "2011.04006"
+    assert paper.title == "Long Range Arena"
+    assert paper.authors == ["Yi Tay", "Mostafa Dehghani", "Samira Abnar"]
+    assert paper.categories == ["cs.LG", "cs.CL"]
+    assert paper.published == dt.date(2020, 11, 8)
+    lines = sorted((e.line, e.reason) for e in result.errors)
+    assert lines[0][0] == 2 and "malformed JSON" in lines[0][1]
+    assert lines[1][0] == 3 and "no abstract" in lines[1][1]
+
+
+def test_json_array_and_csv(tmp_path: Path) -> None:
+    array = tmp_path / "papers.json"
+    array.write_text(
+        json.dumps([{"title": "A", "abstract": "Alpha text."}, {"title": "B", "abstract": "Beta."}])
+    )
+    csv_file = tmp_path / "papers.csv"
+    csv_file.write_text(
+        "Title,Abstract,Date\nC,Gamma text.,2023-01-02\n,missing title,\n", encoding="utf-8"
+    )
+    result = load_corpus([array, csv_file])
+    assert [p.title for p in result.papers] == ["A", "B", "C"]
+    assert result.papers[2].published == dt.date(2023, 1, 2)
+    assert len(result.errors) == 1 and result.errors[0].line == 3
+
+
+def test_csv_without_required_columns_says_the_fix(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,text\nx,y\n")
+    result = load_corpus([bad])
+    assert result.papers == []
+    assert "needs 'title' and 'abstract'" in str(result.errors[0])
+    assert result.errors[0].file == str(bad) and result.errors[0].line == 1
+
+
+def test_dedupe_across_formats_by_title(tmp_path: Path) -> None:
+    path = tmp_path / "dup.jsonl"
+    path.write_text(
+        json.dumps({"title": LRA_TITLE.upper(), "abstract": "Same paper, other text."}) + "\n"
+    )
+    result = load_corpus([CORPUS, path])
+    assert len(result.papers) == 277
+    assert result.duplicates == 48
+
+
+def test_title_ids_are_stable() -> None:
+    assert (
+        normalize_title("SiT: Self-supervised vIsion Transformer")
+        == "sit self supervised vision transformer"
+    )
+    assert title_id("A  Title!") == title_id("a title")
