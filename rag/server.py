@@ -1,0 +1,50 @@
+"""`rag serve`: the Gradio UI and/or the OpenAI-compatible API on one FastAPI app (uvicorn).
+
+Binds RAG_HOST (127.0.0.1 by default); a public Gradio share link only with --share.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rag.assistant import Assistant
+
+log = logging.getLogger(__name__)
+
+
+def build_app(assistant: Assistant, *, ui: bool = True, api: bool = False) -> Any:
+    """One ASGI app: the API under /v1 (+ /healthz) and the UI at /."""
+    from fastapi import FastAPI
+
+    if api:
+        from rag.api import create_api
+
+        app = create_api(assistant)
+    else:
+        app = FastAPI(title="rag")
+    if ui:
+        import gradio as gr
+
+        from ui.app import build_ui
+
+        blocks = build_ui(assistant)
+        app = gr.mount_gradio_app(app, blocks, path="/", max_file_size=f"{assistant.settings.max_upload_mb}mb")
+    return app
+
+
+def serve(assistant: Assistant, *, ui: bool = True, api: bool = False, share: bool = False) -> None:
+    settings = assistant.settings
+    if share and ui:
+        from ui.app import build_ui
+
+        build_ui(assistant).queue().launch(
+            server_name=settings.host, server_port=settings.port, share=True,
+            max_file_size=f"{settings.max_upload_mb}mb",
+        )
+        return
+    import uvicorn
+
+    app = build_app(assistant, ui=ui, api=api)
+    log.info("serving on http://%s:%d", settings.host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
