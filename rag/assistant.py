@@ -254,9 +254,22 @@ class Assistant:
             messages = trim_history(messages, self.settings.history_tokens)
             llm_chat = self.llm.chat if isinstance(self.llm, OpenAIBackend) else None
             standalone = condense(messages, question, llm_chat)
+        explicit = filters is not None and not filters.is_empty()
         filters = self._filters_for(standalone, filters)
+        notice = None
+        top_k = top_k or self.settings.top_k
         t = time.perf_counter()
-        sources = self.retriever.search(standalone, top_k or self.settings.top_k, filters)
+        sources = self.retriever.search(standalone, top_k, filters)
+        if (
+            not explicit
+            and filters is not None
+            and not filters.is_empty()
+            and (not sources or sources[0].score < self.settings.min_score)
+        ):
+            described = ", ".join(f"{k} {v}" for k, v in filters.describe().items())
+            notice = f"No paper matched the filter read from the question ({described}); searched all papers."
+            filters = None
+            sources = self.retriever.search(standalone, top_k, None)
         timings["retrieve"] = time.perf_counter() - t
         base = {
             "question": question,
@@ -269,12 +282,12 @@ class Assistant:
                 text=CANNOT_ANSWER,
                 sources=sources,
                 abstained=True,
-                backend=self._backend_name(),
+                backend=backend.name,
+                notice=notice,
                 timings=timings,
                 **base,
             )
             return
-        notice = None
         t = time.perf_counter()
         try:
             if stream:
@@ -310,20 +323,12 @@ class Assistant:
         )
 
     def _filters_for(self, question: str, filters: Filters | None) -> Filters | None:
-        try:
-            from rag.query import parse_filters
-        except ImportError:
-            return filters
+        from rag.query import parse_filters
+
         parsed = parse_filters(question)
         if filters is None or filters.is_empty():
             return parsed if parsed and not parsed.is_empty() else filters
         return filters
-
-    def _backend_name(self) -> str:
-        try:
-            return self.llm.name
-        except Exception:
-            return self.settings.resolved_llm
 
 
 def _check_question(question: str) -> str:
