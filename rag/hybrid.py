@@ -1,4 +1,4 @@
-"""Hybrid retrieval: BM25 over chunk text fused with dense search by reciprocal-rank fusion.
+"""Hybrid retrieval: BM25 over chunk text fused with dense search (weighted score fusion).
 
 Dense MiniLM misses exact terms (model and dataset names, numbers); BM25 catches them. The BM25
 index (bm25s) lives beside the store in RAG_DATA_DIR/bm25/<collection>/ with each chunk's tokens
@@ -28,7 +28,6 @@ from rag.types import Source
 
 log = logging.getLogger(__name__)
 
-RRF_K = 60
 _ACRONYM = re.compile(r"((?:[\w\-]+\s+){1,7}?[\w\-]+)\s*\(([A-Z][A-Za-z0-9\-+]{1,12})\)")
 
 
@@ -58,6 +57,7 @@ class HybridRetriever(Retriever):
     def __init__(self, store: Store, embedder: Any, settings: Settings) -> None:
         super().__init__(store, embedder)
         self.dir = settings.data_dir / "bm25" / settings.collection
+        self.alpha = settings.hybrid_alpha
         self._lock = threading.Lock()
         self._bm25: Any = None
         self._ids: list[str] = []
@@ -178,14 +178,17 @@ class HybridRetriever(Retriever):
             tokens.append(close[0] if close else token)
         return tokens
 
-    def bm25_ids(self, question: str, n: int) -> list[str]:
+    def bm25_scores(self, question: str, n: int) -> dict[str, float]:
+        """Chunk id -> BM25 score of the top `n` chunks with any query term."""
         if self._bm25 is None or not self._ids:
-            return []
+            return {}
         tokens = [t for t in self._query_tokens(question) if t in self._vocab]
         if not tokens:
-            return []
+            return {}
         docs, scores = self._bm25.retrieve([tokens], k=min(n, len(self._ids)), show_progress=False)
-        return [self._ids[int(i)] for i, s in zip(docs[0], scores[0], strict=False) if s > 0]
+        return {
+            self._ids[int(i)]: float(s) for i, s in zip(docs[0], scores[0], strict=False) if s > 0
+        }
 
     def search(
         self,
@@ -208,12 +211,7 @@ class HybridRetriever(Retriever):
                 for h in dense
                 if filters.author.lower() in str(h.metadata.get("authors", "")).lower()
             ]
-        sparse = self.bm25_ids(expanded, fetch)
-        fused: dict[str, float] = {}
-        for rank, hit in enumerate(dense):
-            fused[hit.id] = fused.get(hit.id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        for rank, cid in enumerate(sparse):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        sparse = self.bm25_scores(expanded, fetch)
         by_id = {h.id: h for h in dense}
         extra = [cid for cid in sparse if cid not in by_id]
         if extra:
@@ -222,13 +220,18 @@ class HybridRetriever(Retriever):
                 got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=False
             ):
                 if filters and not _matches(meta, filters):
-                    fused.pop(cid, None)
                     continue
                 cos = float(np.dot(np.asarray(vec, dtype=np.float32), qvec))
                 by_id[cid] = Hit(cid, doc or "", meta or {}, 1.0 - cos)
-        ranked = sorted(
-            (cid for cid in fused if cid in by_id), key=lambda c: fused[c], reverse=True
-        )
+        # Convex fusion of cosine and max-normalised BM25: a rare exact term ("7.988x", a model
+        # name) lifts its chunk even when the dense ranking puts a topical neighbour first.
+        top_bm25 = max(sparse.values(), default=0.0) or 1.0
+        fused = {
+            cid: self.alpha * (1.0 - hit.distance)
+            + (1.0 - self.alpha) * sparse.get(cid, 0.0) / top_bm25
+            for cid, hit in by_id.items()
+        }
+        ranked = sorted(fused, key=lambda c: fused[c], reverse=True)
         return self.to_sources([by_id[c] for c in ranked], top_k, per_paper=per_paper)
 
 

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     retrieval: Literal["dense", "hybrid"] = Field(
         "dense", description="dense = vectors only; hybrid = vectors fused with BM25."
     )
+    hybrid_alpha: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Hybrid fusion weight of the dense cosine (1 - weight of BM25).",
+    )
     min_score: float = Field(
         0.30,
         description="Abstain before answering when the best source's cosine similarity is below this.",
