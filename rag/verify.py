@@ -19,7 +19,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,19 @@ class Thresholds:
     overlap: float = 0.60  # share of the claim's content words found in that passage
     overlap_alone: float = 0.85  # enough on its own, without the embedding vote
     cosine_alone: float = 0.90
+    overlap_numeric: float = 0.60  # content-word overlap enough when the claim's numbers all match
+
+
+@dataclass(frozen=True)
+class Features:
+    verbatim: bool = False
+    missing_numbers: list[str] = field(default_factory=list)
+    missing_names: list[str] = field(default_factory=list)
+    contradiction: list[str] = field(default_factory=list)
+    cos: float = 0.0
+    overlap: float = 0.0
+    support: str | None = None
+    numbers_matched: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,47 @@ class Verdict:
     support: str | None
     score: float
     reason: str = ""
+
+
+_PAIRS = [
+    ("outperform", "underperform"),
+    ("outperforms", "underperforms"),
+    ("improves", "degrades"),
+    ("improve", "degrade"),
+    ("increase", "decrease"),
+    ("increases", "decreases"),
+    ("faster", "slower"),
+    ("higher", "lower"),
+    ("better", "worse"),
+    ("more", "fewer"),
+    ("larger", "smaller"),
+    ("requires", "without"),
+    ("require", "without"),
+    ("supervised", "unsupervised"),
+    ("efficient", "inefficient"),
+    ("scalable", "unscalable"),
+    ("reduces", "increases"),
+    ("reduce", "increase"),
+    ("simple", "complex"),
+    ("strong", "weak"),
+    ("best", "worst"),
+    ("success", "failure"),
+    ("successful", "unsuccessful"),
+    ("linear", "quadratic"),
+]
+ANTONYMS: dict[str, set[str]] = {}
+for _a, _b in _PAIRS:
+    ANTONYMS.setdefault(_a, set()).add(_b)
+    ANTONYMS.setdefault(_b, set()).add(_a)
+
+
+def _is_acronym_of(name: str, text: str) -> bool:
+    """'lra' for 'Long Range Arena': initials of consecutive words in the source."""
+    if not name.isalpha() or not 2 <= len(name) <= 8:
+        return False
+    words = re.findall(r"[A-Za-z][\w]*", text)
+    n = len(name)
+    return any("".join(w[0] for w in words[i : i + n]).lower() == name for i in range(len(words) - n + 1))
 
 
 def _norm(text: str) -> str:
@@ -96,22 +150,21 @@ class Verifier:
                 self._cache.popitem(last=False)
         return passages, vectors
 
-    def judge(self, claim: str, source: Source, claim_vector: np.ndarray | None = None) -> Verdict:
-        """Does `source` support `claim` (a sentence without citation markers)?"""
+    def features(
+        self, claim: str, source: Source, claim_vector: np.ndarray | None = None
+    ) -> Features:
+        """Everything the offline judge looks at for one (claim, source) pair."""
         claim = strip_citations(claim)
         full = f"{source.title}. {source.text}"
         if _norm(claim) and _norm(claim) in _norm(full):
-            return Verdict(True, self._best_sentence(claim, source), 1.0, "verbatim")
-        missing_numbers = number_values(claim) - number_values(full)
-        if missing_numbers:
-            return Verdict(False, None, 0.0, f"numbers not in source: {sorted(missing_numbers)}")
+            return Features(
+                verbatim=True, support=self._best_sentence(claim, source), cos=1.0, overlap=1.0
+            )
+        missing_numbers = sorted(number_values(claim) - number_values(full))
         source_lower = full.lower()
-        missing_names = {e for e in entities(claim) if e not in source_lower}
-        if missing_names:
-            return Verdict(False, None, 0.0, f"names not in source: {sorted(missing_names)}")
-        if self.llm_judge is not None:
-            ok = self.llm_judge(claim, full)
-            return Verdict(ok, self._best_sentence(claim, source) if ok else None, float(ok), "llm")
+        missing_names = sorted(
+            e for e in entities(claim) if e not in source_lower and not _is_acronym_of(e, full)
+        )
         passages, vectors = self._passages(source)
         if claim_vector is None:
             claim_vector = encode(self.embedder, [claim])[0]
@@ -124,24 +177,53 @@ class Verifier:
             ]
         )
         best = int(np.argmax(sims + overlaps))  # the passage that agrees both ways
-        cos = float(sims.max())
-        best_overlap = max(
+        overlap = max(
             float(overlaps.max()),
             len(claim_terms & set(terms(full))) / len(claim_terms) if claim_terms else 0.0,
         )
         passage_words = set(re.findall(r"[a-z']+", passages[best].lower()))
         claim_words = set(re.findall(r"[a-z']+", claim.lower()))
-        if (claim_words & NEGATIONS) - passage_words:
-            return Verdict(False, None, cos, "negation not in source")
+        source_words = set(re.findall(r"[a-z']+", source_lower))
+        contradiction = sorted((claim_words & NEGATIONS) - passage_words) + sorted(
+            w for w in claim_words - source_words if ANTONYMS.get(w, set()) & source_words
+        )
+        return Features(
+            missing_numbers=missing_numbers,
+            missing_names=missing_names,
+            contradiction=contradiction,
+            cos=float(sims.max()),
+            overlap=overlap,
+            support=passages[best],
+            numbers_matched=len(number_values(claim)),
+        )
+
+    def decide(self, f: Features) -> Verdict:
+        if f.verbatim:
+            return Verdict(True, f.support, 1.0, "verbatim")
+        if f.missing_numbers:
+            return Verdict(False, None, 0.0, f"numbers not in source: {f.missing_numbers}")
+        if f.missing_names:
+            return Verdict(False, None, 0.0, f"names not in source: {f.missing_names}")
+        if f.contradiction:
+            return Verdict(False, None, f.cos, f"contradicts the source: {f.contradiction}")
         ok = (
-            (cos >= self.t.cosine and best_overlap >= self.t.overlap)
-            or best_overlap >= self.t.overlap_alone
-            or cos >= self.t.cosine_alone
+            (f.cos >= self.t.cosine and f.overlap >= self.t.overlap)
+            or f.overlap >= self.t.overlap_alone
+            or f.cos >= self.t.cosine_alone
         )
-        support = passages[best]
         return Verdict(
-            ok, support if ok else None, cos, f"cos={cos:.2f} overlap={best_overlap:.2f}"
+            ok, f.support if ok else None, f.cos, f"cos={f.cos:.2f} overlap={f.overlap:.2f}"
         )
+
+    def judge(self, claim: str, source: Source, claim_vector: np.ndarray | None = None) -> Verdict:
+        """Does `source` support `claim` (a sentence without citation markers)?"""
+        if self.llm_judge is not None:
+            f = self.features(claim, source, claim_vector)
+            if f.verbatim or f.missing_numbers or f.missing_names:
+                return self.decide(f)
+            ok = self.llm_judge(strip_citations(claim), f"{source.title}. {source.text}")
+            return Verdict(ok, f.support if ok else None, float(ok), "llm")
+        return self.decide(self.features(claim, source, claim_vector))
 
     def _best_sentence(self, claim: str, source: Source) -> str:
         target = set(terms(claim))
