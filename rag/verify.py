@@ -210,6 +210,7 @@ class Verifier:
             (f.cos >= self.t.cosine and f.overlap >= self.t.overlap)
             or f.overlap >= self.t.overlap_alone
             or f.cos >= self.t.cosine_alone
+            or (f.numbers_matched > 0 and f.overlap >= self.t.overlap_numeric)
         )
         return Verdict(
             ok, f.support if ok else None, f.cos, f"cos={f.cos:.2f} overlap={f.overlap:.2f}"
