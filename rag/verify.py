@@ -28,10 +28,12 @@ from rag.embeddings import encode
 from rag.prompts import CANNOT_ANSWER, is_refusal
 from rag.text import (
     NEGATIONS,
+    STOPWORDS,
     citations,
     entities,
     number_values,
     split_sentences,
+    stem,
     strip_citations,
     terms,
 )
@@ -109,7 +111,23 @@ def _is_acronym_of(name: str, text: str) -> bool:
         return False
     words = re.findall(r"[A-Za-z][\w]*", text)
     n = len(name)
-    return any("".join(w[0] for w in words[i : i + n]).lower() == name for i in range(len(words) - n + 1))
+    return any(
+        "".join(w[0] for w in words[i : i + n]).lower() == name for i in range(len(words) - n + 1)
+    )
+
+
+def _negated(text: str) -> set[str]:
+    """Stems of the content words a negation applies to: 'does not compress X' -> {'compress'}."""
+    words = re.findall(r"[a-z']+", text.lower())
+    out = set()
+    for i, word in enumerate(words):
+        if word in NEGATIONS:
+            following = [
+                w for w in words[i + 1 : i + 4] if w not in STOPWORDS and w not in NEGATIONS
+            ]
+            if following:
+                out.add(stem(following[0]))
+    return out
 
 
 def _norm(text: str) -> str:
@@ -181,12 +199,11 @@ class Verifier:
             float(overlaps.max()),
             len(claim_terms & set(terms(full))) / len(claim_terms) if claim_terms else 0.0,
         )
-        passage_words = set(re.findall(r"[a-z']+", passages[best].lower()))
         claim_words = set(re.findall(r"[a-z']+", claim.lower()))
         source_words = set(re.findall(r"[a-z']+", source_lower))
-        contradiction = sorted((claim_words & NEGATIONS) - passage_words) + sorted(
-            w for w in claim_words - source_words if ANTONYMS.get(w, set()) & source_words
-        )
+        contradiction = sorted(
+            _negated(claim) - _negated(passages[best]) - _negated(full)
+        ) + sorted(w for w in claim_words - source_words if ANTONYMS.get(w, set()) & source_words)
         return Features(
             missing_numbers=missing_numbers,
             missing_names=missing_names,

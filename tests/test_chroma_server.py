@@ -38,5 +38,5 @@ def test_ingest_and_ask_through_chroma_server(
 
 def test_unreachable_server_says_how_to_start_it(tmp_path: Path, fake_embedder) -> None:
     settings = Settings(data_dir=tmp_path, chroma_host="127.0.0.1", chroma_port=1, _env_file=None)
-    with pytest.raises(StoreError, match="chroma run --host 127.0.0.1 --port 1"):
+    with pytest.raises(StoreError, match=r"chroma run --host 127\.0\.0\.1 --port 1"):
         Assistant(settings, embedder=fake_embedder).store  # noqa: B018
