@@ -184,6 +184,8 @@ def test_models_and_health(base: str) -> None:
     assert [m["id"] for m in models["data"]] == ["rag-extractive"]
     assert client(base).models.retrieve("rag-extractive").id == "rag-extractive"
     assert_openai_error(httpx.get(f"{base}/v1/embeddings"), 404, "unknown_url")
+    wrong_method = assert_openai_error(httpx.get(f"{base}/v1/chat/completions"), 404, "unknown_url")
+    assert "POST /v1/chat/completions" in wrong_method["message"]
     health = httpx.get(f"{base}/healthz")
     assert health.status_code == 200
     assert health.json()["status"] == "ok" and health.json()["papers"] == 277
