@@ -26,21 +26,33 @@ def build_app(assistant: Assistant, *, ui: bool = True, api: bool = False) -> An
     if ui:
         import gradio as gr
 
-        from ui.app import build_ui
+        from ui.app import build_ui, max_upload_bytes, ui_options
 
-        blocks = build_ui(assistant)
-        app = gr.mount_gradio_app(app, blocks, path="/", max_file_size=f"{assistant.settings.max_upload_mb}mb")
+        blocks = build_ui(assistant).queue()
+        app = gr.mount_gradio_app(
+            app,
+            blocks,
+            path="/",
+            max_file_size=max_upload_bytes(assistant),
+            footer_links=["api", "settings"],
+            run_history=False,  # questions stay out of the browser's storage
+            **ui_options(),
+        )
     return app
 
 
 def serve(assistant: Assistant, *, ui: bool = True, api: bool = False, share: bool = False) -> None:
     settings = assistant.settings
     if share and ui:
-        from ui.app import build_ui
+        from ui.app import build_ui, max_upload_bytes, ui_options
 
         build_ui(assistant).queue().launch(
-            server_name=settings.host, server_port=settings.port, share=True,
-            max_file_size=f"{settings.max_upload_mb}mb",
+            server_name=settings.host,
+            server_port=settings.port,
+            share=True,
+            max_file_size=max_upload_bytes(assistant),
+            footer_links=["api", "settings"],
+            **ui_options(),
         )
         return
     import uvicorn

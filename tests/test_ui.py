@@ -1,0 +1,243 @@
+"""The Gradio UI: HTML rendering (fast, offline) and the running app driven by gradio_client (e2e).
+
+The e2e half serves `rag.server.build_app` with uvicorn on a free 127.0.0.1 port over a real
+ingested store, then talks to it the way any Gradio client does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import LRA_TITLE, free_port
+
+from rag import CANNOT_ANSWER, Answer, Assistant, IngestFailure, IngestReport, Sentence, Source
+from ui.render import answer_html, esc, highlight, report_html, sources_html
+
+LRA_QUESTION = "What range of sequence lengths does the Long Range Arena benchmark cover?"
+EVIL = "We sort gravel. <script>window.__pwned=1</script> The sorter reaches 93.4% purity."
+
+
+def _source(number: int = 1, text: str = EVIL, title: str = "Gravel <b>Sorting</b>") -> Source:
+    return Source(
+        number=number,
+        paper_id=f"p{number}",
+        title=title,
+        published=dt.date(2024, 5, 1),
+        authors=["Ada Stone", "Bo Pebble"],
+        snippet=text,
+        text=text,
+        score=0.71,
+    )
+
+
+# ------------------------------------------------------------------------------ rendering, fast
+def test_untrusted_text_is_escaped_everywhere() -> None:
+    src = _source()
+    answer = Answer(
+        question="What <i>purity</i>?",
+        text="The sorter reaches 93.4% purity [1].",
+        sources=[src],
+        sentences=[
+            Sentence(
+                text="The sorter reaches 93.4% purity <script>x</script>.",
+                citations=[1],
+                support="The sorter reaches 93.4% purity.",
+                support_source=1,
+            )
+        ],
+    )
+    chat, panel = answer_html(answer, 3), sources_html(answer, 3)
+    for markup in (chat, panel):
+        assert "<script>" not in markup and "<b>Sorting</b>" not in markup and "<i>" not in markup
+    assert "<script>window.__pwned=1</script>" in html.unescape(panel)  # shown as text
+    assert "<mark>The sorter reaches 93.4% purity.</mark>" in panel
+    assert 'href="#rag-t3-s1"' in chat and ">[1]</a>" in chat
+    assert 'id="rag-t3-s1"' in panel
+    # Template and Markdown syntax in an abstract is shown, not interpreted.
+    assert (
+        esc("${x} {{y}} `z` *w*")
+        == "&#36;&#123;x&#125; &#123;&#123;y&#125;&#125; &#96;z&#96; &#42;w&#42;"
+    )
+
+
+def test_highlight_finds_support_across_whitespace_and_title_prefixed_pairs() -> None:
+    text = "First claim here.  Second   claim follows here. Third one."
+    marked = highlight(text, ["Some Title. Second claim follows here."])
+    assert "<mark>Second   claim follows here.</mark>" in marked
+    assert highlight("a < b is true.", ["nothing matches this one"]) == "a &lt; b is true."
+
+
+def test_abstention_flags_and_notice_look_different() -> None:
+    src = _source()
+    abstained = Answer(question="q", text=CANNOT_ANSWER, sources=[src], abstained=True)
+    markup = answer_html(abstained, 1)
+    assert 'class="rag-abstain"' in markup and CANNOT_ANSWER in markup and "0.71" in markup
+    flagged = Answer(
+        question="q",
+        text="Gravel is sorted [1]. It cures cancer [1].",
+        sources=[src],
+        sentences=[
+            Sentence(
+                text="Gravel is sorted.", citations=[1], support="We sort gravel.", support_source=1
+            ),
+            Sentence(text="It cures cancer.", citations=[1], supported=False),
+        ],
+        backend="openai:gpt-4o-mini",
+        notice="The language model failed (timeout); this is the extractive answer instead.",
+        filters={"years": "2020–2024", "author": "Stone"},
+    )
+    markup = answer_html(flagged, 1)
+    assert markup.count('class="rag-flag"') == 1 and "unverified" in markup
+    assert 'class="rag-notice"' in markup and "extractive answer instead" in markup
+    assert "openai:gpt-4o-mini" in markup and "years: 2020–2024" in markup
+    assert "author: Stone" in markup
+
+
+def test_report_names_failures_by_upload_name_and_line() -> None:
+    report = IngestReport(
+        added=2,
+        failed=[
+            IngestFailure(file="/tmp/gradio/abc/papers.jsonl", line=3, reason="malformed <JSON>")
+        ],
+    )
+    markup = report_html(report)
+    assert "papers.jsonl:3" in markup and "/tmp/gradio" not in markup
+    assert "malformed &lt;JSON&gt;" in markup and "Ingested with problems" in markup
+
+
+# ------------------------------------------------------------------------------- the app, e2e
+@pytest.fixture
+def ui_url(real_assistant: Assistant) -> Iterator[str]:
+    import uvicorn
+
+    from rag.server import build_app
+
+    real_assistant.settings = real_assistant.settings.with_overrides(max_upload_mb=0.05)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(real_assistant), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(15)
+
+
+def _client(url: str):  # type: ignore[no-untyped-def]
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=False)
+
+
+def _text(content: object) -> str:
+    """A chat message's visible text (Gradio 6 sends content as a list of typed parts)."""
+    if isinstance(content, list):
+        content = " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return html.unescape(re.sub(r"<[^>]+>", "", str(content)))
+
+
+@pytest.mark.e2e
+def test_ask_upload_and_bad_uploads_through_gradio_client(ui_url: str, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    client = _client(ui_url)
+    _, chat, panel = client.predict(LRA_QUESTION, [], 5, "any", "any", "", api_name="/ask")
+    reply = chat[-1]["content"]
+    assert chat[-2]["role"] == "user" and _text(chat[-2]["content"]) == LRA_QUESTION
+    assert "16K" in _text(reply) and re.search(r"\[\d+\]", _text(reply))
+    assert LRA_TITLE in panel and "<mark>" in panel
+
+    # A follow-up in the same chat names the paper it refers to.
+    _, chat, panel = client.predict(
+        "Which models does it evaluate?", chat, 5, "any", "any", "", api_name="/ask"
+    )
+    assert "Long Range Arena" in _text(chat[-1]["content"])
+    assert "Reformer" in _text(chat[-1]["content"])
+
+    # Upload: two good records, one malformed line, one without an abstract.
+    papers = tmp_path / "mine.jsonl"
+    papers.write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {
+                        "id": "9999.00001",
+                        "title": "Quantum Gravel Sorting with Transformers",
+                        "abstract": "We sort quantum gravel with a transformer. Our gravel sorter "
+                        "reaches 93.4% purity on the GravelBench dataset.",
+                        "authors": "Ada Stone, Bo Pebble",
+                        "published": "2024-05-01",
+                    }
+                ),
+                json.dumps(
+                    {
+                        "title": "Sorting Pebbles by Size",
+                        "abstract": "We sort pebbles by size with convolutional networks and "
+                        "reach ninety percent accuracy on PebbleSet.",
+                    }
+                ),
+                "{not json",
+                json.dumps({"title": "No abstract here"}),
+            ]
+        )
+        + "\n"
+    )
+    report, corpus = client.predict([handle_file(str(papers))], api_name="/ingest")
+    text = _text(report)
+    assert re.search(r"2\s*added", text) and re.search(r"2\s*failed", text)
+    assert "mine.jsonl:3" in text and "malformed JSON" in text
+    assert "mine.jsonl:4" in text and "no abstract" in text
+    assert "279" in corpus  # 277 bundled + 2 new papers
+
+    _, chat, panel = client.predict(
+        "What purity does the gravel sorter reach on GravelBench?",
+        [],
+        5,
+        "any",
+        "any",
+        "",
+        api_name="/ask",
+    )
+    assert "93.4%" in _text(chat[-1]["content"]) and "Quantum Gravel Sorting" in panel
+
+    # Uploading the same file again changes nothing.
+    report, _ = client.predict([handle_file(str(papers))], api_name="/ingest")
+    assert re.search(r"2\s*unchanged", _text(report))
+
+    # A wrong file type and a file over the limit: a clear message, never a traceback.
+    pdf = tmp_path / "paper.pdf"
+    pdf.write_bytes(b"%PDF-1.4 not a corpus")
+    with pytest.raises(Exception, match=r"Invalid file type") as info:
+        client.predict([handle_file(str(pdf))], api_name="/ingest")
+    assert "Traceback" not in str(info.value)
+    big = tmp_path / "big.jsonl"
+    big.write_text(json.dumps({"title": "Big", "abstract": "word " * 20_000}) + "\n")
+    with pytest.raises(Exception, match=r"exceeds the maximum file size") as info:
+        client.predict([handle_file(str(big))], api_name="/ingest")
+    assert "Traceback" not in str(info.value)
+
+
+@pytest.mark.e2e
+def test_errors_are_inline_notices(ui_url: str) -> None:
+    client = _client(ui_url)
+    _, chat, _ = client.predict(LRA_QUESTION, [], 5, "2024", "2020", "", api_name="/ask")
+    reply = _text(chat[-1]["content"])
+    assert "'From year' 2024 is after 'To year' 2020" in reply and "Traceback" not in reply
+    _, chat, _ = client.predict("x" * 2500, [], 5, "any", "any", "", api_name="/ask")
+    assert "over 2,000 characters" in _text(chat[-1]["content"])
+    # Filters reach retrieval and are shown with the answer.
+    _, chat, _ = client.predict(LRA_QUESTION, [], 5, "2019", "2021", "", api_name="/ask")
+    assert "years: 2019–2021" in _text(chat[-1]["content"])

@@ -1,0 +1,381 @@
+"""The Gradio chat UI: a thin front-end over `rag.Assistant`.
+
+    question ─► Assistant.ask_stream ─► preview text (dimmed) ─► verified Answer ─► chat + sources
+
+Layout: a sidebar with search settings, example questions and corpus upload; the chat in the
+middle; the sources panel on the right (number, title, date, score and the abstract with the
+sentence that supports the answer marked). Every [n] in an answer links to its source card.
+
+Two histories are kept per browser session: the Chatbot's (HTML for display) and a plain one
+(`{"role", "content", "sources"}`) that goes back to the Assistant so follow-ups work.
+`RagError`s become inline notices; anything else is logged with its traceback and shown as a
+short generic message. Mount it with `rag.server.build_app` (`rag serve`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from rag import Answer, Assistant, ConfigError, Filters, RagError
+from ui.render import (
+    answer_html,
+    error_html,
+    preview_html,
+    report_error_html,
+    report_html,
+    sources_html,
+)
+
+log = logging.getLogger(__name__)
+
+UPLOAD_TYPES = [".txt", ".jsonl", ".json", ".csv"]
+EXAMPLES = [
+    "What range of sequence lengths does the Long Range Arena benchmark cover?",
+    "Which training-free metric predicts the trained performance of an RNN architecture?",
+    "How does DeiT-LT distill knowledge for tail classes?",
+    "What compression ratio does BCT achieve without retraining?",
+    "What does FuseGPT do with pruned transformer blocks?",
+]
+ANY_YEAR = "any"
+YEARS = [ANY_YEAR, *(str(y) for y in range(dt.date.today().year, 1989, -1))]
+GENERIC_ERROR = "Something went wrong on the server; the details are in its log. Please try again."
+
+CSS = """
+.rag-header h1 {margin: 0; font-size: 1.35rem;}
+.rag-header p {margin: 0.15rem 0 0; color: var(--body-text-color-subdued); font-size: 0.9rem;}
+.rag-msg {line-height: 1.55;}
+.rag-preview .rag-answer {opacity: 0.55;}
+.rag-cite {font-weight: 600; text-decoration: none !important; color: var(--color-accent) !important;
+  padding: 0 1px; border-radius: 3px; cursor: pointer;}
+.rag-cite:hover {background: var(--color-accent-soft);}
+.rag-flag {background: rgba(245, 158, 11, 0.14); border-bottom: 2px dotted #f59e0b;}
+.rag-flag-tag {font-size: 0.7rem; text-transform: uppercase; letter-spacing: 0.03em;
+  background: #f59e0b; color: #111; border-radius: 3px; padding: 0 4px; margin-right: 2px;}
+.rag-abstain {border-left: 4px solid #64748b; background: rgba(100, 116, 139, 0.12);
+  padding: 6px 10px; border-radius: 4px;}
+.rag-notice {border-left: 4px solid #f59e0b; background: rgba(245, 158, 11, 0.12);
+  padding: 4px 10px; border-radius: 4px; margin-bottom: 6px; font-size: 0.9rem;}
+.rag-error {border-left: 4px solid #dc2626; background: rgba(220, 38, 38, 0.1);
+  padding: 6px 10px; border-radius: 4px;}
+.rag-why {color: var(--body-text-color-subdued); font-size: 0.85rem; margin-top: 2px;}
+.rag-status {margin-top: 8px; display: flex; flex-wrap: wrap; gap: 4px;}
+.rag-badge, .rag-chip {font-size: 0.72rem; border-radius: 999px; padding: 1px 8px;
+  border: 1px solid var(--border-color-primary); color: var(--body-text-color-subdued);}
+.rag-badge {background: var(--color-accent-soft); color: var(--body-text-color);
+  border-color: transparent; font-weight: 600;}
+.rag-sources {display: flex; flex-direction: column; gap: 8px;}
+.rag-sources-head {font-weight: 600; font-size: 0.9rem; color: var(--body-text-color-subdued);}
+.rag-empty {color: var(--body-text-color-subdued); font-size: 0.9rem; padding: 8px 2px;}
+.rag-src {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 10px;
+  background: var(--background-fill-primary); scroll-margin: 12px;
+  transition: box-shadow 0.3s, border-color 0.3s;}
+.rag-src:not(.rag-cited) {opacity: 0.8;}
+.rag-src.rag-cited {border-left: 4px solid var(--color-accent);}
+.rag-src.rag-flash, .rag-src:target {border-color: #f59e0b;
+  box-shadow: 0 0 0 3px rgba(245, 158, 11, 0.45); opacity: 1;}
+.rag-src-title {font-weight: 600; line-height: 1.35;}
+.rag-num {display: inline-block; min-width: 1.5em; text-align: center; margin-right: 6px;
+  border-radius: 4px; background: var(--color-accent); color: white; font-size: 0.8rem;}
+.rag-meta {font-size: 0.78rem; color: var(--body-text-color-subdued); margin: 2px 0 4px;}
+.rag-used {color: var(--color-accent);}
+.rag-abstract {font-size: 0.86rem; line-height: 1.5; white-space: normal; overflow-wrap: anywhere;}
+.rag-abstract mark {background: #fde68a; color: #111; border-radius: 2px; padding: 0 1px;}
+.rag-details summary {cursor: pointer; font-size: 0.8rem; color: var(--body-text-color-subdued);}
+.rag-report-head {font-weight: 600; margin-bottom: 4px;}
+.rag-counts {display: grid; grid-template-columns: repeat(5, 1fr); gap: 4px; text-align: center;
+  font-size: 0.7rem; color: var(--body-text-color-subdued);}
+.rag-count b {display: block; font-size: 1.05rem; color: var(--body-text-color);}
+.rag-count.rag-bad b {color: #dc2626;}
+.rag-failures {font-size: 0.8rem; margin: 6px 0 0; padding-left: 1.1em;}
+#rag-sources-col {max-height: calc(100vh - 40px); overflow-y: auto;}
+"""
+
+# A click on [n] scrolls the sources panel to that source and flashes it. If the panel shows a
+# different answer, the click also selects this message (Chatbot.select swaps the panel), so the
+# card is looked for again for a moment.
+HEAD = """
+<script>
+document.addEventListener("click", function (event) {
+  var link = event.target.closest ? event.target.closest("a.rag-cite") : null;
+  if (!link) return;
+  event.preventDefault();
+  var id = (link.getAttribute("href") || "").slice(1);
+  var tries = 0;
+  (function show() {
+    var card = document.getElementById(id);
+    if (!card) { if (tries++ < 50) setTimeout(show, 100); return; }
+    document.querySelectorAll(".rag-src.rag-flash").forEach(function (el) {
+      el.classList.remove("rag-flash");
+    });
+    card.classList.add("rag-flash");
+    card.scrollIntoView({behavior: "smooth", block: "nearest"});
+  })();
+}, true);
+</script>
+"""
+
+
+def ui_options() -> dict[str, Any]:
+    """Page-level options (Gradio 6 takes them at mount/launch time, not in `gr.Blocks`)."""
+    system = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
+    mono = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+    # System fonts only: the default theme would fetch Google Fonts, and rag runs offline.
+    theme = gr.themes.Soft(primary_hue="indigo", neutral_hue="slate", font=system, font_mono=mono)
+    return {"theme": theme, "css": CSS, "head": HEAD}
+
+
+def max_upload_bytes(assistant: Assistant) -> int:
+    """RAG_MAX_UPLOAD_MB in bytes (MiB, as Gradio counts), for Gradio's own upload limit too."""
+    return int(assistant.settings.max_upload_mb * 1024 * 1024)
+
+
+def _filters(year_from: Any, year_to: Any, author: str | None) -> Filters | None:
+    def year(value: Any, label: str) -> int | None:
+        if value in (None, "", ANY_YEAR, 0):
+            return None
+        try:
+            number = int(float(value))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label} must be a year such as 2021") from None
+        if not 1900 <= number <= 2100:
+            raise ConfigError(f"{label} {number} is not a plausible year; use e.g. 2021")
+        return number
+
+    start, end = year(year_from, "'From year'"), year(year_to, "'To year'")
+    if start is not None and end is not None and start > end:
+        raise ConfigError(f"'From year' {start} is after 'To year' {end}; swap them")
+    filters = Filters(year_from=start, year_to=end, author=(author or "").strip() or None)
+    return None if filters.is_empty() else filters
+
+
+def _cited_titles(answer: Answer) -> list[str]:
+    numbers = [n for s in answer.sentences if s.supported for n in s.citations]
+    by_number = {s.number: s.title for s in answer.sources}
+    ordered = list(dict.fromkeys(n for n in numbers if n in by_number))
+    return [by_number[n] for n in ordered]
+
+
+def build_ui(assistant: Assistant) -> gr.Blocks:
+    """The chat UI over `assistant`. Mount with `rag.server.build_app`, or `.launch(**ui_options())`."""
+    settings = assistant.settings
+    max_mb = settings.max_upload_mb
+
+    def corpus_line() -> str:
+        try:
+            info = assistant.info()
+        except RagError as exc:
+            return f"⚠ {exc}"
+        except Exception:
+            log.exception("reading corpus info failed")
+            return "⚠ the corpus could not be read; see the server log"
+        if not info["papers"]:
+            return "The corpus is empty: add papers below, or run `rag ingest`."
+        return (
+            f"**{info['papers']}** papers · {info['chunks']} chunks · answers by "
+            f"**{info['backend']}** · {info['retrieval']} retrieval"
+        )
+
+    def respond(
+        message: str,
+        chat: list[dict[str, Any]] | None,
+        history: list[dict[str, Any]] | None,
+        panels: dict[int, str] | None,
+        top_k: float,
+        year_from: Any,
+        year_to: Any,
+        author: str,
+    ) -> Iterator[tuple[Any, ...]]:
+        chat = list(chat or [])
+        history = list(history or [])
+        panels = dict(panels or {})
+        message = (message or "").strip()
+        if not message:
+            gr.Warning("Type a question about the papers first.")
+            yield gr.skip(), chat, gr.skip(), history, panels
+            return
+        chat.append({"role": "user", "content": message})
+        chat.append({"role": "assistant", "content": preview_html("")})
+        index = len(chat) - 1
+        turn = index
+        yield "", chat, gr.skip(), history, panels
+        answer: Answer | None = None
+        try:
+            filters = _filters(year_from, year_to, author)
+            preview = ""
+            for item in assistant.ask_stream(message, int(top_k), filters=filters, history=history):
+                if isinstance(item, Answer):
+                    answer = item
+                else:
+                    preview += item
+                    chat[index] = {"role": "assistant", "content": preview_html(preview)}
+                    yield gr.skip(), chat, gr.skip(), history, panels
+        except RagError as exc:
+            chat[index] = {"role": "assistant", "content": error_html(str(exc))}
+            yield gr.skip(), chat, gr.skip(), history, panels
+            return
+        except Exception:
+            log.exception("answering %r failed", message)
+            chat[index] = {"role": "assistant", "content": error_html(GENERIC_ERROR)}
+            yield gr.skip(), chat, gr.skip(), history, panels
+            return
+        if answer is None:  # ask_stream always ends with an Answer; be safe anyway
+            chat[index] = {"role": "assistant", "content": error_html(GENERIC_ERROR)}
+            yield gr.skip(), chat, gr.skip(), history, panels
+            return
+        # What the user ends up seeing is the verified answer, never the unverified preview.
+        chat[index] = {"role": "assistant", "content": answer_html(answer, turn)}
+        panel = sources_html(answer, turn)
+        panels[index] = panel
+        history += [
+            {"role": "user", "content": message},
+            {"role": "assistant", "content": answer.text, "sources": _cited_titles(answer)},
+        ]
+        yield gr.skip(), chat, panel, history, panels
+
+    def show_sources(panels: dict[int, str] | None, evt: gr.SelectData) -> Any:
+        index = evt.index if isinstance(evt.index, int) else None
+        if index is None or not panels or index not in panels:
+            return gr.skip()
+        return panels[index]
+
+    def new_chat() -> tuple[Any, ...]:
+        return [], [], {}, sources_html(None, 0), ""
+
+    def ingest(
+        files: list[str] | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - how Gradio injects a tracker
+    ) -> tuple[Any, Any]:
+        paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files or []]
+        if not paths:
+            gr.Warning("Choose one or more .txt, .jsonl, .json or .csv files first.")
+            return report_error_html(
+                "No file chosen. Drop .txt, .jsonl, .json or .csv files above."
+            ), gr.skip()
+        for path in paths:
+            size = os.path.getsize(path)
+            if size > max_upload_bytes(assistant):
+                size_mb = size / 1024 / 1024
+                message = (
+                    f"{Path(path).name} is {size_mb:.1f} MB; the upload limit is {max_mb:g} MB. "
+                    "Split the file, or raise RAG_MAX_UPLOAD_MB, or run `rag ingest FILE`."
+                )
+                gr.Warning(message)
+                return report_error_html(message), gr.skip()
+        names = {p: Path(p).name for p in paths}
+        progress(0, desc="Reading files")
+
+        def step(done: int, total: int | None) -> None:
+            progress((done, total), desc="Embedding papers", unit="papers")
+
+        try:
+            report = assistant.ingest(paths, progress=step)
+        except RagError as exc:
+            gr.Warning(str(exc))
+            return report_error_html(str(exc)), gr.skip()
+        except Exception:
+            log.exception("ingesting %s failed", paths)
+            return report_error_html(GENERIC_ERROR), gr.skip()
+        return report_html(report, names), corpus_line()
+
+    with gr.Blocks(title="rag · ask the papers", fill_height=True, fill_width=True) as demo:
+        history = gr.State([])
+        panels = gr.State({})
+        with gr.Sidebar(label="Settings", open=True, width=300):
+            gr.Markdown("### Search")
+            top_k = gr.Slider(
+                1,
+                20,
+                value=settings.top_k,
+                step=1,
+                label="Sources per answer",
+                info="How many papers the answer may draw on.",
+            )
+            with gr.Row():
+                year_from = gr.Dropdown(YEARS, value=ANY_YEAR, label="From year", min_width=100)
+                year_to = gr.Dropdown(YEARS, value=ANY_YEAR, label="To year", min_width=100)
+            author = gr.Textbox(label="Author contains", placeholder="e.g. Tay")
+            gr.Markdown("### Add papers")
+            upload = gr.File(
+                label=f"Corpus files (.txt .jsonl .json .csv, ≤ {max_mb:g} MB each)",
+                file_types=UPLOAD_TYPES,
+                file_count="multiple",
+                height=120,
+            )
+            ingest_btn = gr.Button("Add to corpus", variant="secondary")
+            report = gr.HTML(elem_id="rag-report")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=420):
+                with gr.Row(elem_classes="rag-header"):
+                    gr.Markdown(
+                        "# Ask the papers\nEvery sentence of an answer cites an abstract and is "
+                        "checked against it; when the corpus does not say, neither do we."
+                    )
+                corpus = gr.Markdown(elem_id="rag-corpus")
+                chatbot = gr.Chatbot(
+                    elem_id="rag-chat",
+                    show_label=False,
+                    height="68vh",
+                    latex_delimiters=[],
+                    feedback_options=None,
+                    buttons=["copy"],
+                    placeholder="Ask a question about the papers, or pick an example below.",
+                )
+                with gr.Row():
+                    msg = gr.Textbox(
+                        elem_id="rag-input",
+                        show_label=False,
+                        placeholder="Ask about the papers… (Enter to send)",
+                        scale=6,
+                        autofocus=True,
+                        max_lines=4,
+                    )
+                    send = gr.Button("Ask", variant="primary", scale=1, min_width=80)
+                    clear = gr.Button("New chat", scale=1, min_width=120)
+                gr.Examples(EXAMPLES, inputs=msg, label="Example questions")
+            with gr.Column(scale=2, min_width=320, elem_id="rag-sources-col"):
+                sources = gr.HTML(sources_html(None, 0), elem_id="rag-sources")
+
+        ask_inputs = [msg, chatbot, history, panels, top_k, year_from, year_to, author]
+        ask_outputs = [msg, chatbot, sources, history, panels]
+        # Several people can ask at once; answering is read-only and the Assistant is thread-safe.
+        msg.submit(
+            respond,
+            ask_inputs,
+            ask_outputs,
+            api_name="ask",
+            concurrency_limit=4,
+            concurrency_id="ask",
+        )
+        send.click(
+            respond,
+            ask_inputs,
+            ask_outputs,
+            api_name=False,
+            concurrency_limit=4,
+            concurrency_id="ask",
+        )
+        chatbot.select(show_sources, [panels], [sources], api_name=False, queue=False)
+        clear.click(
+            new_chat,
+            None,
+            [chatbot, history, panels, sources, msg],
+            api_name="new_chat",
+            queue=False,
+        )
+        ingest_btn.click(
+            ingest,
+            [upload],
+            [report, corpus],
+            api_name="ingest",
+            concurrency_limit=1,
+            concurrency_id="ingest",
+        )
+        demo.load(corpus_line, None, corpus, api_name=False)
+    return demo

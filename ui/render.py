@@ -1,0 +1,262 @@
+"""HTML for the chat UI: answers with clickable [n] citations, the sources panel, ingest reports.
+
+Everything that comes from a paper, a model or a user is untrusted text. It goes through `esc`
+(HTML-escaped, plus the characters Gradio's HTML templates and Markdown treat specially) before
+any markup of ours is wrapped around it, so an abstract containing `<script>` shows as literal
+text. Only the tags built here (`<a class="rag-cite">`, `<mark>`, `<span>`, `<div>`) are HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from rag.prompts import CANNOT_ANSWER
+from rag.text import split_sentences
+from rag.types import Answer, IngestReport, Sentence, Source
+
+_CITE = re.compile(r"\[(\d+)\]")
+# Characters that are harmless in HTML but meaningful to Gradio's HTML templates (`${...}`,
+# Handlebars `{{...}}`) or to Markdown/LaTeX in the chat: shown literally, never interpreted.
+_EXTRA = str.maketrans(
+    {"{": "&#123;", "}": "&#125;", "$": "&#36;", "`": "&#96;", "*": "&#42;", "_": "&#95;"}
+)
+
+
+def esc(text: object) -> str:
+    """Untrusted text -> HTML that displays exactly that text."""
+    return html.escape(str(text), quote=True).translate(_EXTRA)
+
+
+def source_anchor(turn: int, number: int) -> str:
+    """DOM id of source `number` of answer `turn` in the sources panel."""
+    return f"rag-t{turn}-s{number}"
+
+
+def _cite_links(escaped: str, turn: int, titles: Mapping[int, str]) -> str:
+    def link(match: re.Match[str]) -> str:
+        n = int(match.group(1))
+        if n not in titles:
+            return match.group(0)
+        return (
+            f'<a class="rag-cite" href="#{source_anchor(turn, n)}" data-turn="{turn}" '
+            f'data-source="{n}" title="[{n}] {esc(titles[n])}">[{n}]</a>'
+        )
+
+    return _CITE.sub(link, escaped)
+
+
+def _sentence_html(sentence: Sentence, turn: int, titles: Mapping[int, str]) -> str:
+    body = sentence.text.rstrip()
+    end = body[-1] if body and body[-1] in ".!?" else "."
+    body = body[:-1] if body and body[-1] in ".!?" else body
+    marks = "".join(f"[{n}]" for n in sentence.citations)
+    text = _cite_links(esc(f"{body} {marks}{end}" if marks else f"{body}{end}"), turn, titles)
+    if sentence.supported:
+        hint = (
+            f"Supported by [{sentence.support_source}]: {sentence.support}"
+            if sentence.support
+            else ""
+        )
+        return f'<span class="rag-sent" title="{esc(hint)}">{text}</span>'
+    return (
+        '<span class="rag-flag" title="No cited source supports this sentence">'
+        f'<span class="rag-flag-tag">unverified</span> {text}</span>'
+    )
+
+
+def answer_html(answer: Answer, turn: int) -> str:
+    """The assistant's chat message: the verified answer, its notices and a status line."""
+    titles = {s.number: s.title for s in answer.sources}
+    parts: list[str] = []
+    if answer.notice:
+        parts.append(f'<div class="rag-notice">⚠ {esc(answer.notice)}</div>')
+    if answer.abstained:
+        best = max((s.score for s in answer.sources), default=None)
+        why = (
+            f"None of the {len(answer.sources)} closest abstracts supports an answer "
+            f"(best match {best:.2f})."
+            if best is not None
+            else "No paper in the corpus matched the question."
+        )
+        parts.append(
+            f'<div class="rag-abstain"><b>{esc(CANNOT_ANSWER)}</b>'
+            f'<div class="rag-why">{esc(why)} Try rephrasing, or widen the filters.</div></div>'
+        )
+        flagged = [s for s in answer.sentences if not s.supported]
+        if flagged:
+            parts.append(
+                '<div class="rag-answer">'
+                + " ".join(_sentence_html(s, turn, titles) for s in flagged)
+                + "</div>"
+            )
+    elif answer.sentences:
+        parts.append(
+            '<div class="rag-answer">'
+            + " ".join(_sentence_html(s, turn, titles) for s in answer.sentences)
+            + "</div>"
+        )
+    else:
+        parts.append(f'<div class="rag-answer">{_cite_links(esc(answer.text), turn, titles)}</div>')
+    parts.append(status_html(answer))
+    # One line, no blank lines: Markdown passes an HTML block through untouched.
+    return '<div class="rag-msg">' + "".join(parts) + "</div>"
+
+
+def status_html(answer: Answer) -> str:
+    chips = [f'<span class="rag-badge" title="Answer backend">{esc(answer.backend)}</span>']
+    for key, value in answer.filters.items():
+        chips.append(f'<span class="rag-chip">{esc(key)}: {esc(value)}</span>')
+    cited = sorted({n for s in answer.sentences if s.supported for n in s.citations})
+    if cited:
+        chips.append(f'<span class="rag-chip">cites {", ".join(f"[{n}]" for n in cited)}</span>')
+    if "total" in answer.timings:
+        chips.append(f'<span class="rag-chip">{answer.timings["total"]:.1f} s</span>')
+    line = '<div class="rag-status">' + "".join(chips) + "</div>"
+    if answer.standalone_question:
+        line += f'<div class="rag-why">Read as: {esc(answer.standalone_question)}</div>'
+    return line
+
+
+def preview_html(text: str) -> str:
+    """The streamed, not yet verified text: shown dimmed until the verified answer replaces it."""
+    return (
+        '<div class="rag-msg rag-preview"><div class="rag-answer">'
+        f"{esc(text) or 'Searching the papers…'}</div>"
+        '<div class="rag-status"><span class="rag-chip">checking citations…</span></div></div>'
+    )
+
+
+def error_html(message: str) -> str:
+    return f'<div class="rag-msg"><div class="rag-error">⚠ {esc(message)}</div></div>'
+
+
+def highlight(text: str, passages: list[str]) -> str:
+    """Escape `text`, wrapping each occurrence of a supporting passage (or its sentences) in <mark>."""
+    spans: list[tuple[int, int]] = []
+    for passage in passages:
+        for piece in [passage, *split_sentences(passage)]:
+            words = piece.split()
+            if len(words) < 3:
+                continue
+            match = re.search(r"\s+".join(re.escape(w) for w in words), text)
+            if match:
+                spans.append(match.span())
+                break
+    out, pos = [], 0
+    for start, end in sorted(spans):
+        if start < pos:
+            start = pos
+        if start >= end:
+            continue
+        out.append(esc(text[pos:start]))
+        out.append(f"<mark>{esc(text[start:end])}</mark>")
+        pos = end
+    out.append(esc(text[pos:]))
+    return "".join(out)
+
+
+def _authors(authors: list[str]) -> str:
+    if not authors:
+        return ""
+    shown = ", ".join(authors[:3])
+    return shown + (f" et al. ({len(authors)} authors)" if len(authors) > 3 else "")
+
+
+def sources_html(answer: Answer | None, turn: int) -> str:
+    """The sources panel for one answer: every source, cited ones with their support marked."""
+    if answer is None:
+        return (
+            '<div class="rag-sources rag-empty">Sources appear here with each answer. Click a '
+            "[n] in an answer to jump to its source; click an earlier answer to see its sources."
+            "</div>"
+        )
+    if not answer.sources:
+        return '<div class="rag-sources rag-empty">No paper matched this question.</div>'
+    support: dict[int, list[str]] = {}
+    used_by: dict[int, list[int]] = {}
+    for i, sentence in enumerate(answer.sentences, start=1):
+        if sentence.supported and sentence.support and sentence.support_source is not None:
+            support.setdefault(sentence.support_source, []).append(sentence.support)
+        for n in sentence.citations:
+            used_by.setdefault(n, []).append(i)
+    cards = []
+    for src in answer.sources:
+        cards.append(_source_card(src, turn, support.get(src.number, []), used_by.get(src.number)))
+    head = f"Sources for “{esc(answer.question)}”"
+    return (
+        f'<div class="rag-sources"><div class="rag-sources-head">{head}</div>'
+        + "".join(cards)
+        + "</div>"
+    )
+
+
+def _source_card(src: Source, turn: int, passages: list[str], used_by: list[int] | None) -> str:
+    meta = [
+        f'<span class="rag-score" title="Cosine similarity to the question">match {src.score:.2f}</span>'
+    ]
+    if src.published:
+        meta.append(f"<span>{src.published.isoformat()}</span>")
+    if src.authors:
+        meta.append(f"<span>{esc(_authors(src.authors))}</span>")
+    if used_by:
+        meta.append(
+            '<span class="rag-used">cited by sentence '
+            + ", ".join(str(i) for i in used_by)
+            + "</span>"
+        )
+    body = src.text or src.snippet
+    if passages:
+        abstract = f'<div class="rag-abstract">{highlight(body, passages)}</div>'
+    else:
+        abstract = (
+            '<details class="rag-details"><summary>Best-matching passage</summary>'
+            f'<div class="rag-abstract">{esc(src.snippet or body)}</div></details>'
+        )
+    cls = "rag-src rag-cited" if used_by else "rag-src"
+    return (
+        f'<div class="{cls}" id="{source_anchor(turn, src.number)}">'
+        f'<div class="rag-src-title"><span class="rag-num">{src.number}</span>{esc(src.title)}</div>'
+        f'<div class="rag-meta">{" · ".join(meta)}</div>{abstract}</div>'
+    )
+
+
+def report_html(report: IngestReport, names: Mapping[str, str] | None = None) -> str:
+    """An ingest report, with each failure as `file:line: reason` (file shown by its upload name)."""
+    names = names or {}
+    counts = [
+        ("added", report.added),
+        ("updated", report.updated),
+        ("unchanged", report.skipped),
+        ("duplicates", report.duplicates),
+        ("failed", len(report.failed)),
+    ]
+    cells = "".join(
+        f'<div class="rag-count{" rag-bad" if k == "failed" and v else ""}"><b>{v}</b>{k}</div>'
+        for k, v in counts
+    )
+    title = "Ingested" if report.ok else "Ingested with problems"
+    out = [
+        f'<div class="rag-report"><div class="rag-report-head">{title} in {report.seconds:.1f} s'
+        f" ({report.chunks_written} chunks written)</div>",
+        f'<div class="rag-counts">{cells}</div>',
+    ]
+    if report.failed:
+        shown = report.failed[:50]
+        items = []
+        for failure in shown:
+            file = names.get(failure.file) or Path(failure.file).name
+            where = f"{file}:{failure.line}" if failure.line else file
+            items.append(f"<li><code>{esc(where)}</code> {esc(failure.reason)}</li>")
+        more = len(report.failed) - len(shown)
+        if more:
+            items.append(f"<li>… and {more} more</li>")
+        out.append(f'<ul class="rag-failures">{"".join(items)}</ul>')
+    out.append("</div>")
+    return "".join(out)
+
+
+def report_error_html(message: str) -> str:
+    return f'<div class="rag-report"><div class="rag-error">⚠ {esc(message)}</div></div>'
