@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -114,16 +115,16 @@ def test_report_names_failures_by_upload_name_and_line() -> None:
 
 
 # ------------------------------------------------------------------------------- the app, e2e
-@pytest.fixture
-def ui_url(real_assistant: Assistant) -> Iterator[str]:
+@contextmanager
+def serving(assistant: Assistant) -> Iterator[str]:
+    """`rag serve`'s app under uvicorn in a thread on a free 127.0.0.1 port; yields its URL."""
     import uvicorn
 
     from rag.server import build_app
 
-    real_assistant.settings = real_assistant.settings.with_overrides(max_upload_mb=0.05)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(build_app(real_assistant), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -131,9 +132,19 @@ def ui_url(real_assistant: Assistant) -> Iterator[str]:
     while not server.started and time.time() < deadline:
         time.sleep(0.1)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(15)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture
+def ui_url(real_assistant: Assistant) -> Iterator[str]:
+    # A small upload limit (51 KiB) so the size check can be tested with a small file.
+    real_assistant.settings = real_assistant.settings.with_overrides(max_upload_mb=0.05)
+    with serving(real_assistant) as url:
+        yield url
 
 
 def _client(url: str):  # type: ignore[no-untyped-def]
@@ -241,3 +252,16 @@ def test_errors_are_inline_notices(ui_url: str) -> None:
     # Filters reach retrieval and are shown with the answer.
     _, chat, _ = client.predict(LRA_QUESTION, [], 5, "2019", "2021", "", api_name="/ask")
     assert "years: 2019–2021" in _text(chat[-1]["content"])
+
+
+def test_serve_binds_localhost_without_share_by_default(
+    monkeypatch: pytest.MonkeyPatch, fake_assistant: Assistant
+) -> None:
+    import uvicorn
+
+    from rag import server
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    server.serve(fake_assistant)
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 7860

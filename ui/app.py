@@ -289,14 +289,7 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
         panels = gr.State({})
         with gr.Sidebar(label="Settings", open=True, width=300):
             gr.Markdown("### Search")
-            top_k = gr.Slider(
-                1,
-                20,
-                value=settings.top_k,
-                step=1,
-                label="Sources per answer",
-                info="How many papers the answer may draw on.",
-            )
+            top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Sources per answer")
             with gr.Row():
                 year_from = gr.Dropdown(YEARS, value=ANY_YEAR, label="From year", min_width=100)
                 year_to = gr.Dropdown(YEARS, value=ANY_YEAR, label="To year", min_width=100)
@@ -306,7 +299,6 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
                 label=f"Corpus files (.txt .jsonl .json .csv, ≤ {max_mb:g} MB each)",
                 file_types=UPLOAD_TYPES,
                 file_count="multiple",
-                height=120,
             )
             ingest_btn = gr.Button("Add to corpus", variant="secondary")
             report = gr.HTML(elem_id="rag-report")
