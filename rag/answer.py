@@ -19,7 +19,14 @@ from typing import Any, Protocol
 
 from rag.chunking import count_tiktoken, truncate_tokens
 from rag.errors import ConfigError, LLMError
-from rag.prompts import CANNOT_ANSWER, FEW_SHOT, SYSTEM_PROMPT, USER_TEMPLATE, format_source
+from rag.prompts import (
+    CANNOT_ANSWER,
+    FEW_SHOT,
+    SYSTEM_PROMPT,
+    USER_TEMPLATE,
+    evidence_text,
+    format_source,
+)
 from rag.settings import Settings
 from rag.text import idf_weights, numbers, split_sentences, terms
 from rag.types import Source
@@ -58,7 +65,10 @@ class ExtractiveBackend:
     def rank(self, question: str, sources: list[Source]) -> list[tuple[float, float, Source, str]]:
         """(score, question-term coverage, source, sentence), best first."""
         q_terms = set(terms(question))
-        candidates = [(src, sent) for src in sources for sent in split_sentences(src.text)]
+        # Quote only what may be evidence: never a sentence that is an instruction to the model.
+        candidates = [
+            (src, sent) for src in sources for sent in split_sentences(evidence_text(src.text))
+        ]
         if not candidates or not q_terms:
             return []
         idf = idf_weights([terms(s) for _, s in candidates] + [terms(src.title) for src in sources])
@@ -74,7 +84,7 @@ class ExtractiveBackend:
             score = 0.45 * sent_only + 0.25 * coverage + 0.3 * (src.score / max(top_score, 1e-6))
             if wants_number and numbers(sent):
                 score += 0.15
-            if position == 0 or sent is split_sentences(src.text)[0]:
+            if position == 0 or sent is split_sentences(evidence_text(src.text))[0]:
                 score += 0.02  # first sentences state the paper's main point
             ranked.append((score, coverage, src, sent))
         ranked.sort(key=lambda r: r[0], reverse=True)

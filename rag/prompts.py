@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import re
 
+from rag.text import split_sentences
+from rag.types import Source
+
 CANNOT_ANSWER = "The corpus does not say."
 
 SYSTEM_PROMPT = f"""You answer questions about research papers using ONLY the numbered sources given \
@@ -65,17 +68,71 @@ Answer: {CANNOT_ANSWER}
 
 """
 
-_TAG = re.compile(r"</?\s*source[^>]*>", re.IGNORECASE)
+# Our delimiter in any spelling a model might still read as one: </source>, < /SOURCE >, &lt;source&gt;.
+_TAG = re.compile(r"(?:<|&lt;|＜)\s*/?\s*source\b[^>＞]*?(?:>|&gt;|＞)", re.IGNORECASE)
 _CITE = re.compile(r"\[(\s*\d+(?:\s*[,;-]\s*\d+)*\s*)\]")
+_OPENER = re.compile(r"(?:<|&lt;|＜)(\s*/?\s*source\b)", re.IGNORECASE)  # an unclosed <source
+
+
+def quote(text: str) -> str:
+    """Untrusted text made inert as data: no delimiters of ours, no [n] that could pass as a citation."""
+    clean = _OPENER.sub(r"\1", _TAG.sub(" ", text))
+    return _CITE.sub(lambda m: "(" + m.group(1) + ")", clean)
 
 
 def format_source(number: int, title: str, text: str) -> str:
     """Quote one source as data: strip anything that looks like our delimiters or our citations."""
-    clean = _TAG.sub(" ", text)
-    clean = _CITE.sub(lambda m: "(" + m.group(1) + ")", clean)
-    safe_title = _TAG.sub(" ", title).replace('"', "'")
-    safe_title = _CITE.sub(lambda m: "(" + m.group(1) + ")", safe_title)
-    return SOURCE_TEMPLATE.format(number=number, title=safe_title, text=clean)
+    safe_title = " ".join(quote(title).replace('"', "'").split())
+    return SOURCE_TEMPLATE.format(number=number, title=safe_title, text=quote(text))
+
+
+# Sentences of an abstract that talk to the model instead of describing research. They stay in the
+# prompt (quoted as data, so a model can see what it is told to ignore) but are never *evidence*:
+# the verifier judges claims against the abstract without them, so obeying one cannot be "supported".
+_INSTRUCTION = re.compile(
+    r"""
+    \b(?:ignore|disregard|forget|override|bypass)\b[^.]{0,60}?
+        \b(?:instructions?|prompts?|rules|guidelines|directions|context|everything|all\s+(?:of\s+)?the\s+above)\b
+    | \byou\s+are\s+now\b | \bfrom\s+now\s+on\b
+    | \b(?:pretend|act)\s+(?:to\s+be|as\s+(?:if|an?|the))\b
+    | \b(?:system|developer|hidden|initial|original)\s+(?:prompt|message|instructions?)\b
+    | \b(?:api|bearer|auth(?:orization)?)[\s_-]*(?:keys?|tokens?|headers?)\b | \bpasswords?\b
+    | \[\s*/?\s*(?:system|assistant|user|inst|sys)\s*\]
+    | (?:<|&lt;|＜)\s*/?\s*source\b
+    | \bcite\s+(?:it|this(?:\s+paper)?|them|us|me)\s+as\b | \b(?:should|must)\s+(?:always\s+)?cite\b
+    | <\|[^|>]{1,30}\|> | <<\s*/?\s*sys\s*>>
+    | (?:^|\s)(?:system|assistant|user)\s*: | \#\#\#\s*(?:system|instruction|response)
+    | ^\W*(?:question|answer|sources?|response|instructions?)\s*:
+    | \b(?:for|in|to)\s+(?:every|each|all|any)\s+(?:questions?|answers?|responses?|repl(?:y|ies)|users?|queries)\b
+    | \b(?:language\s+models?|LLMs?|AI(?:\s+(?:assistants?|models?|systems?))?|chatbots?|assistants?)\b
+        [^.]{0,40}?\b(?:must|should|shall|will\s+now|are\s+instructed|reading\s+this)\b
+    | \bif\s+you\s+are\s+an?\s+(?:AI|LLM|language\s+model|assistant|chatbot)\b
+    | ^\W*(?:please\s+)?(?:(?:ignore|disregard|forget|reply|respond|print|reveal|cite|append|always|
+        never|do\s+not|don't|pretend)\b|answer\s+(?:with|only|exactly|every|all|[\"'“‘])|
+        (?:say|state)\s+(?:that|only|exactly|[\"'“‘])|tell\s+(?:the\s+)?(?:user|reader|them|me|everyone)|
+        output\s+(?:the|your|only|exactly|[\"'“‘])|repeat\s+(?:the|your|after|this)|
+        write\s+(?:only|exactly|[\"'“‘])|include\s+(?:this|the\s+following)|act\s+as|
+        remember\s+(?:that|to))
+    | !\[[^\]]*\]\([^)]*\) | \[[^\]]+\]\(\s*(?:https?|javascript|data):[^)]*\)
+    | <\s*/?\s*(?:a|img|script|iframe|style|object|embed|form|svg)\b[^>]*>
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def is_instruction(sentence: str) -> bool:
+    """True for a sentence addressed to the model (an injection), not a statement about research."""
+    return bool(_INSTRUCTION.search(sentence))
+
+
+def evidence_text(text: str) -> str:
+    """The abstract minus sentences that are instructions to the model: what a claim may rest on."""
+    clean = _TAG.sub(" ", text)  # a forged </source> also ends the sentence before it
+    # Markup after a full stop starts a new sentence too ("... resolution. <a href=...>").
+    parts = re.split(r"(?<=[.!?])\s+(?=[<!\[&＜])", clean)
+    sentences = [s for part in parts for s in split_sentences(part)]
+    kept = [s for s in sentences if not is_instruction(s)]
+    return text if clean == text and len(kept) == len(sentences) else " ".join(kept)
 
 
 def is_refusal(text: str) -> bool:
@@ -83,3 +140,27 @@ def is_refusal(text: str) -> bool:
     norm = re.sub(r"[\s\[\]\d.\"']+", " ", text).strip().lower()
     target = re.sub(r"[\s.]+", " ", CANNOT_ANSWER).strip().lower()
     return norm == target or norm.startswith(target)
+
+
+_LINK = re.compile(
+    r"(?:https?|ftp|file|javascript|data|mailto):[^\s)\]>\"'<]+|\bwww\.[^\s)\]>\"'<]+", re.I
+)
+_MARKUP = re.compile(r"!\[[^\]]*\]\(|\]\(|<\s*/?\s*[a-z][a-z0-9]*\b[^>]*>", re.I)
+
+
+def foreign_links(claim: str, source_text: str) -> list[str]:
+    """Links and markup in an answer sentence that its source does not contain (an exfiltration
+    channel: a rendered image or link can carry data out), to be treated like an invented name."""
+    source = source_text.lower()
+    found = [m.group(0).rstrip(".,;:!?") for m in _LINK.finditer(claim)]
+    found += [m.group(0) for m in _MARKUP.finditer(claim)]
+    return sorted({f for f in found if f.lower() not in source})
+
+
+def as_evidence(source: Source) -> Source:
+    """The source as the verifier may use it: its text (and title) without injected instructions."""
+    text = evidence_text(source.text)
+    title = "" if is_instruction(source.title) else source.title
+    if text == source.text and title == source.title:
+        return source
+    return source.model_copy(update={"text": text, "title": title})

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rag.embeddings import encode
-from rag.prompts import CANNOT_ANSWER, is_refusal
+from rag.prompts import CANNOT_ANSWER, as_evidence, foreign_links, is_refusal
 from rag.text import (
     NEGATIONS,
     STOPWORDS,
@@ -182,7 +182,7 @@ class Verifier:
         source_lower = full.lower()
         missing_names = sorted(
             e for e in entities(claim) if e not in source_lower and not _is_acronym_of(e, full)
-        )
+        ) + foreign_links(claim, full)  # a link or markup the source does not carry
         passages, vectors = self._passages(source)
         if claim_vector is None:
             claim_vector = encode(self.embedder, [claim])[0]
@@ -251,6 +251,7 @@ class Verifier:
     # ---------------------------------------------------------------------------- an answer
     def verify(self, text: str, sources: list[Source]) -> tuple[str, list[Sentence]]:
         """Return the cleaned answer text and its judged sentences. Empty text = abstain."""
+        sources = [as_evidence(s) for s in sources]  # injected instructions support nothing
         by_number = {s.number: s for s in sources}
         if is_refusal(text) or not text.strip():
             return "", []
