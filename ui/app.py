@@ -34,6 +34,9 @@ from ui.render import (
 )
 
 log = logging.getLogger(__name__)
+# Every gr.Blocks phones api.gradio.app (version check, analytics) unless analytics are off; rag
+# stays offline (tests/test_offline.py). GRADIO_ANALYTICS_ENABLED=True opts back in.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 UPLOAD_TYPES = [".txt", ".jsonl", ".json", ".csv"]
 EXAMPLES = [
