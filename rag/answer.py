@@ -211,7 +211,7 @@ class OpenAIBackend:
         return self.chat(self.messages(question, sources))
 
     def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
-        got_any = False
+        got_any = finished = False
         try:
             stream = self.client.chat.completions.create(
                 model=self.model,
@@ -224,11 +224,16 @@ class OpenAIBackend:
                 if not event.choices:
                     continue
                 delta = event.choices[0].delta.content
+                finished = finished or bool(event.choices[0].finish_reason)
                 if delta:
                     got_any = True
                     yield delta
         except Exception as exc:
             raise self._fail(exc) from exc
+        if got_any and not finished:  # the connection closed mid-answer: a cut, not an answer
+            raise LLMError(
+                f"the stream from {self.settings.llm_base_url} ended before the answer was complete"
+            )
         if not got_any:
             raise LLMError(
                 f"the LLM endpoint {self.settings.llm_base_url} returned an empty answer"
