@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import LRA_TITLE, free_port
@@ -153,11 +154,16 @@ def _client(url: str):  # type: ignore[no-untyped-def]
     return Client(url, verbose=False, download_files=False)
 
 
-def _text(content: object) -> str:
-    """A chat message's visible text (Gradio 6 sends content as a list of typed parts)."""
+def _raw(content: object) -> str:
+    """A chat message's HTML (Gradio 6 sends content as a list of typed parts)."""
     if isinstance(content, list):
-        content = " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return html.unescape(re.sub(r"<[^>]+>", "", str(content)))
+        return " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
+
+
+def _text(content: object) -> str:
+    """What a chat message shows: its HTML without tags, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", _raw(content)))
 
 
 @pytest.mark.e2e
@@ -175,8 +181,8 @@ def test_ask_upload_and_bad_uploads_through_gradio_client(ui_url: str, tmp_path:
     _, chat, panel = client.predict(
         "Which models does it evaluate?", chat, 5, "any", "any", "", api_name="/ask"
     )
-    assert "Long Range Arena" in _text(chat[-1]["content"])
-    assert "Reformer" in _text(chat[-1]["content"])
+    assert re.search(r"Read as: .*Long Range Arena", _text(chat[-1]["content"]))
+    assert LRA_TITLE in panel
 
     # Upload: two good records, one malformed line, one without an abstract.
     papers = tmp_path / "mine.jsonl"
@@ -265,3 +271,49 @@ def test_serve_binds_localhost_without_share_by_default(
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
     server.serve(fake_assistant)
     assert seen["host"] == "127.0.0.1" and seen["port"] == 7860
+
+
+@pytest.mark.e2e
+def test_two_people_asking_at_once_both_get_their_answers(ui_url: str) -> None:
+    first, second = _client(ui_url), _client(ui_url)
+    jobs = [
+        first.submit(LRA_QUESTION, [], 5, "any", "any", "", api_name="/ask"),
+        second.submit(
+            "How does DeiT-LT distill knowledge for tail classes?",
+            [],
+            5,
+            "any",
+            "any",
+            "",
+            api_name="/ask",
+        ),
+    ]
+    (_, lra, _), (_, deit, _) = (job.result(timeout=600) for job in jobs)
+    assert "16K" in _text(lra[-1]["content"]) and "DIST" in _text(deit[-1]["content"])
+    assert len(lra) == len(deit) == 2  # each session kept its own conversation
+
+
+@pytest.mark.e2e
+def test_llm_backend_badge_flagged_sentence_and_fallback_notice(
+    real_assistant: Assistant, fake_llm: Any
+) -> None:
+    fake_llm.reply = lambda messages: (
+        "Long Range Arena covers sequences from 1K to 16K tokens [1]. "
+        "It was first run by NASA in 1969 [1]."
+    )
+    settings = real_assistant.settings.with_overrides(
+        llm="openai", llm_base_url=fake_llm.base_url, llm_max_retries=0, unsupported="flag"
+    )
+    assistant = Assistant(settings, embedder=real_assistant.embedder, store=real_assistant.store)
+    with serving(assistant) as url:
+        client = _client(url)
+        _, chat, _ = client.predict(LRA_QUESTION, [], 5, "any", "any", "", api_name="/ask")
+        reply = _raw(chat[-1]["content"])
+        assert "openai:gpt-4o-mini" in reply and "16K" in _text(reply)
+        assert reply.count('class="rag-flag"') == 1 and "NASA" in _text(reply)
+
+        fake_llm.fault = "500"
+        _, chat, _ = client.predict(LRA_QUESTION, [], 5, "any", "any", "", api_name="/ask")
+        reply = _raw(chat[-1]["content"])
+        assert 'class="rag-notice"' in reply and "language model failed" in _text(reply)
+        assert ">extractive<" in reply and "16K" in _text(reply)
