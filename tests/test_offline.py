@@ -42,7 +42,13 @@ RAG = str(Path(sys.executable).with_name("rag"))
 NETGUARD = Path(__file__).parent / "netguard"
 CHROMIUM = Path("/usr/bin/chromium")
 LRA_QUESTION = "What range of sequence lengths does the Long Range Arena benchmark cover?"
-LRA_FACT = "1K to 16K"
+LRA_TITLE = "Long Range Arena"
+# Answer quality is other tests' business; these only check that each command really retrieved
+# (model loaded, store read) and answered, so a zero count is not the zero of a no-op.
+ANSWERED = (
+    "() => document.querySelectorAll('#rag-chat .rag-msg .rag-status').length >= 1"
+    " && !document.querySelector('#rag-chat .rag-preview')"
+)
 
 # Set by tests/conftest.py or a developer's shell; any of them would hide a library's own default.
 MASKING_ENV = {
@@ -454,7 +460,7 @@ def test_ask_info_and_chat_are_offline(guard: Guard, ingested: tuple[Run, dict[s
     ask = guard.run("ask --json", ["ask", LRA_QUESTION, "--json"], **env)
     _check(ask)
     answer = json.loads(ask.stdout)
-    assert LRA_FACT in answer["text"] and answer["backend"] == "extractive"
+    assert answer["sources"][0]["title"].startswith(LRA_TITLE) and answer["text"]
 
     info = guard.run("info --json", ["info", "--json"], **env)
     _check(info)
@@ -464,7 +470,7 @@ def test_ask_info_and_chat_are_offline(guard: Guard, ingested: tuple[Run, dict[s
         "chat", ["chat"], stdin=f"{LRA_QUESTION}\nWhich models does it evaluate?\n\n", **env
     )
     _check(chat)
-    assert LRA_FACT in chat.stdout
+    assert LRA_TITLE in chat.stdout and chat.stdout.count("backend:") == 2
 
 
 @pytest.mark.e2e
@@ -487,7 +493,8 @@ def test_openai_backend_talks_only_to_its_configured_endpoint(
     )
     _check(run)
     answer = json.loads(run.stdout)
-    assert answer["backend"].startswith("openai") and LRA_FACT in answer["text"]
+    assert answer["backend"].startswith("openai")
+    assert answer["sources"][0]["title"].startswith(LRA_TITLE)
     assert fake_llm.requests  # it really went through the endpoint
 
 
@@ -559,7 +566,7 @@ def _browser_requests(url: str) -> list[str]:
             page.goto(url)
             page.fill("#rag-input textarea", LRA_QUESTION)
             page.keyboard.press("Enter")
-            page.wait_for_function(f"() => document.body.innerText.includes('{LRA_FACT}')")
+            page.wait_for_function(ANSWERED)
         finally:
             browser.close()
     return requested
@@ -598,7 +605,7 @@ def test_serve_ui_and_api_are_offline(guard: Guard, ingested: tuple[Run, dict[st
             timeout=300,
         )
         assert reply.status_code == 200, reply.text
-        assert LRA_FACT in reply.json()["choices"][0]["message"]["content"]
+        assert reply.json()["choices"][0]["message"]["content"]
         if CHROMIUM.exists():
             browser = _browser_requests(url + "/")
     finally:
