@@ -26,9 +26,10 @@ from rag.prompts import (
     USER_TEMPLATE,
     evidence_text,
     format_source,
+    quote,
 )
 from rag.settings import Settings
-from rag.text import idf_weights, numbers, split_sentences, terms
+from rag.text import entities, idf_weights, is_acronym_of, numbers, split_sentences, terms
 from rag.types import Source
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,86 @@ _LIST_Q = re.compile(
     r"\b(which|what) (papers|works|studies|methods|models)\b|\bpapers (that|which|on|about)\b|\bcompare\b|\bboth\b",
     re.I,
 )
+
+
+_AUTHOR_Q = re.compile(
+    r"\bwho (?:are|were|wrote|is|was)\b|\bauthors? of\b|\bwritten by whom\b", re.I
+)
+_NOT_NAMES = frozenset(
+    [
+        "what",
+        "which",
+        "how",
+        "who",
+        "when",
+        "where",
+        "why",
+        "does",
+        "do",
+        "did",
+        "is",
+        "are",
+        "was",
+        "were",
+        "the",
+        "in",
+        "on",
+        "for",
+        "according",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "a",
+        "an",
+        "and",
+        "or",
+        "of",
+        "to",
+        "with",
+        "from",
+        "by",
+        "as",
+        "at",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "their",
+        "there",
+        "english",
+        "chinese",
+        "german",
+        "french",
+        "paper",
+        "papers",
+        "corpus",
+    ]
+)
+
+
+def question_names(question: str) -> set[str]:
+    """Names in a question: acronyms, CamelCase, words with digits, capitalised words mid-sentence.
+
+    Hyphenated compounds are checked by their name-like parts ("VTN-based" -> "vtn").
+    """
+    names: set[str] = set()
+    words = re.findall(r"[A-Za-z0-9][\w\-]*", question)
+    for i, word in enumerate(words):
+        for part in word.split("-"):
+            if len(part) < 2 or part[0].isdigit() or part.lower() in _NOT_NAMES:
+                continue
+            if entities(part) or (i > 0 and part[0].isupper() and len(part) > 2):
+                names.add(part.lower())
+    return names
+
+
+def name_in(name: str, lower: str, original: str) -> bool:
+    singular = name[:-1] if name.endswith("s") and len(name) > 3 else name
+    return name in lower or singular in lower or is_acronym_of(singular, original)
 
 
 class Backend(Protocol):
@@ -58,9 +139,12 @@ class ExtractiveBackend:
 
     name = "extractive"
 
-    def __init__(self, min_overlap: float = 0.25, max_sentences: int = 3) -> None:
-        self.min_overlap = min_overlap
+    def __init__(
+        self, min_overlap: float = 0.12, max_sentences: int = 3, min_focus: float = 0.2
+    ) -> None:
+        self.min_overlap = min_overlap  # share of the question's terms the best sentence must cover
         self.max_sentences = max_sentences
+        self.min_focus = min_focus  # numeric questions: share of non-title terms beside the number
 
     def rank(self, question: str, sources: list[Source]) -> list[tuple[float, float, Source, str]]:
         """(score, question-term coverage, source, sentence), best first."""
@@ -90,9 +174,33 @@ class ExtractiveBackend:
         ranked.sort(key=lambda r: r[0], reverse=True)
         return ranked
 
+    def can_answer(
+        self, question: str, sources: list[Source], ranked: list[tuple[float, float, Source, str]]
+    ) -> bool:
+        """Cheap checks that the sources hold what the question asks for, not just its topic."""
+        if _AUTHOR_Q.search(question) and not any(src.authors for src in sources[:3]):
+            return False  # the corpus has no author names for these papers
+        haystack = " ".join(f"{src.title} {src.text}" for src in sources[:3])
+        lower = haystack.lower()
+        for name in question_names(question):
+            if not name_in(name, lower, haystack):
+                return False  # a model, dataset or paper the question names is not in the sources
+        if _NUMERIC_Q.search(question):
+            focus_sources = {src.number for src in sources[:3]}
+            for _score, _cov, src, sent in ranked:
+                if src.number not in focus_sources or not numbers(sent):
+                    continue
+                focus = set(terms(question)) - set(terms(src.title))
+                if not focus or len(focus & set(terms(sent))) / len(focus) >= self.min_focus:
+                    return True
+            return False  # no sentence gives a number about what was asked
+        return True
+
     def compose(self, question: str, sources: list[Source]) -> str:
         ranked = self.rank(question, sources)
         if not ranked or ranked[0][1] < self.min_overlap:
+            return CANNOT_ANSWER
+        if not self.can_answer(question, sources, ranked):
             return CANNOT_ANSWER
         best = ranked[0][0]
         list_question = bool(_LIST_Q.search(question))
@@ -261,6 +369,57 @@ def bundled_gguf() -> str:
         ) from exc
 
 
+LOCAL_SENTENCES_PER_SOURCE = 3
+LOCAL_SOURCE_TOKENS = 160
+LOCAL_MAX_TOKENS = 120
+LOCAL_STOP = ["\n\n", "\nQuestion", "\nSources", "\nAnswer", "\n[", "Question:", "<end_of_turn>"]
+
+
+def clean_local_answer(text: str, *, cut: bool = False) -> str:
+    """A base model's completion made into an answer: one paragraph, no echoed labels, and no
+    half sentence at the end when generation stopped at the token limit."""
+    text = " ".join(text.split())
+    text = re.sub(r"^(?:answer\s*:\s*)+", "", text, flags=re.I).strip()
+    if cut:
+        sentences = split_sentences(text)
+        if len(sentences) > 1 and not re.search(r"[.!?](?:\s*\[\d+\])*$", sentences[-1]):
+            text = " ".join(sentences[:-1])
+    return text
+
+
+def local_context(question: str, sources: list[Source]) -> list[tuple[Source, list[str]]]:
+    """Per source, the few evidence sentences most relevant to the question, in text order.
+
+    A 270M model reads whole abstracts badly (and slowly on a CPU); the sentences the extractive
+    ranker picks are where the answer is, so that is all it is shown. Instructions planted in an
+    abstract are not evidence, so the local model never sees them.
+    """
+    ranked = ExtractiveBackend().rank(question, sources)
+    picked: dict[int, list[str]] = {}
+    for _score, coverage, src, sent in ranked:
+        chosen = picked.setdefault(src.number, [])
+        if coverage > 0 and len(chosen) < LOCAL_SENTENCES_PER_SOURCE:
+            chosen.append(sent)
+    out = []
+    for src in sources:
+        chosen = picked.get(src.number)
+        if chosen:
+            order = split_sentences(evidence_text(src.text))
+            chosen.sort(key=lambda s: order.index(s) if s in order else len(order))
+            out.append((src, chosen))
+    return out
+
+
+def local_prompt(question: str, sources: list[Source]) -> str:
+    """FEW_SHOT, then the sources as "[n] Title: sentences" lines, then the question."""
+    lines = []
+    for src, sentences in local_context(question, sources):
+        body = truncate_tokens(quote(" ".join(sentences)), LOCAL_SOURCE_TOKENS)
+        lines.append(f"[{src.number}] {' '.join(quote(src.title).split())}: {body}")
+    question = " ".join(question.split())
+    return FEW_SHOT + "Sources:\n" + "\n".join(lines) + f"\nQuestion: {question}\nAnswer:"
+
+
 class LocalBackend:
     """A GGUF model through llama-cpp-python; base models get few-shot prompts."""
 
@@ -288,30 +447,32 @@ class LocalBackend:
         self._lock = threading.Lock()
 
     def prompt(self, question: str, sources: list[Source]) -> str:
-        lines = []
-        for src in sources:
-            body = truncate_tokens(re.sub(r"\[(\d+)\]", r"(\1)", src.text), 220)
-            lines.append(f"[{src.number}] {src.title}: {body}")
-        return FEW_SHOT + "Sources:\n" + "\n".join(lines) + f"\nQuestion: {question}\nAnswer:"
+        return local_prompt(question, sources)
 
     def _complete(self, question: str, sources: list[Source], stream: bool) -> Any:
         return self.llm.create_completion(
             self.prompt(question, sources),
-            max_tokens=160,
+            max_tokens=LOCAL_MAX_TOKENS,
             temperature=0.0,
-            stop=["\n\n", "\nQuestion:", "\nSources:"],
+            stop=LOCAL_STOP,
             stream=stream,
         )
 
     def generate(self, question: str, sources: list[Source]) -> str:
+        if not local_context(question, sources):  # no sentence shares a word with the question
+            return CANNOT_ANSWER
         with self._lock:
             out = self._complete(question, sources, stream=False)
-        text = out["choices"][0]["text"].strip()
+        choice = out["choices"][0]
+        text = clean_local_answer(choice["text"], cut=choice.get("finish_reason") == "length")
         if not text:
             raise LLMError("the local model returned an empty answer")
         return text
 
     def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
+        if not local_context(question, sources):
+            yield CANNOT_ANSWER
+            return
         with self._lock:
             for part in self._complete(question, sources, stream=True):
                 piece = part["choices"][0]["text"]

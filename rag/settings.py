@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # --- retrieval -----------------------------------------------------------------------------
     top_k: int = Field(5, ge=1, le=50, description="Number of numbered sources per answer.")
     retrieval: Literal["dense", "hybrid"] = Field(
-        "dense", description="dense = vectors only; hybrid = vectors fused with BM25."
+        "hybrid", description="dense = vectors only; hybrid = vectors fused with BM25."
     )
     hybrid_alpha: float = Field(
         0.6,

@@ -260,11 +260,30 @@ def strip_citations(sentence: str) -> str:
 
 
 def stem(word: str) -> str:
+    """A light, consistent stemmer: 'sequences' and 'sequence' meet, 'studies' and 'study' meet."""
     word = word.lower()
-    for suffix in ("ations", "ation", "ings", "ing", "ies", "ied", "es", "ed", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)] + ("y" if suffix in ("ies", "ied") else "")
-    return word
+    if len(word) <= 4:
+        return word
+    for suffix, repl in (
+        ("ations", ""),
+        ("ation", ""),
+        ("ions", ""),
+        ("ion", ""),
+        ("ies", "y"),
+        ("ied", "y"),
+        ("sses", "ss"),
+    ):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + repl
+    if (word.endswith("es") and word[-3] in "sxz") or word.endswith(("ches", "shes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            word = word[: -len(suffix)]
+            break
+    return word.rstrip("e") if len(word) > 4 else word
 
 
 def terms(text: str) -> list[str]:
@@ -310,6 +329,17 @@ def entities(text: str) -> set[str]:
         if has_digit or inner_caps:
             found.add(core.lower())
     return found
+
+
+def is_acronym_of(name: str, text: str) -> bool:
+    """'lra' for 'Long Range Arena': initials of consecutive words in the source."""
+    if not name.isalpha() or not 2 <= len(name) <= 8:
+        return False
+    words = re.findall(r"[A-Za-z][\w]*", text)
+    n = len(name)
+    return any(
+        "".join(w[0] for w in words[i : i + n]).lower() == name for i in range(len(words) - n + 1)
+    )
 
 
 def idf_weights(documents: Iterable[list[str]]) -> dict[str, float]:

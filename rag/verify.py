@@ -31,6 +31,7 @@ from rag.text import (
     STOPWORDS,
     citations,
     entities,
+    is_acronym_of,
     number_values,
     split_sentences,
     stem,
@@ -105,17 +106,6 @@ for _a, _b in _PAIRS:
     ANTONYMS.setdefault(_b, set()).add(_a)
 
 
-def _is_acronym_of(name: str, text: str) -> bool:
-    """'lra' for 'Long Range Arena': initials of consecutive words in the source."""
-    if not name.isalpha() or not 2 <= len(name) <= 8:
-        return False
-    words = re.findall(r"[A-Za-z][\w]*", text)
-    n = len(name)
-    return any(
-        "".join(w[0] for w in words[i : i + n]).lower() == name for i in range(len(words) - n + 1)
-    )
-
-
 def _negated(text: str) -> set[str]:
     """Stems of the content words a negation applies to: 'does not compress X' -> {'compress'}."""
     words = re.findall(r"[a-z']+", text.lower())
@@ -181,7 +171,7 @@ class Verifier:
         missing_numbers = sorted(number_values(claim) - number_values(full))
         source_lower = full.lower()
         missing_names = sorted(
-            e for e in entities(claim) if e not in source_lower and not _is_acronym_of(e, full)
+            e for e in entities(claim) if e not in source_lower and not is_acronym_of(e, full)
         ) + foreign_links(claim, full)  # a link or markup the source does not carry
         passages, vectors = self._passages(source)
         if claim_vector is None:
@@ -265,6 +255,10 @@ class Verifier:
             if not claim or is_refusal(claim) or not re.search(r"[A-Za-z0-9]", claim):
                 continue
             cited = [n for n in citations(sentence) if n in by_number]
+            if len(claim.split()) < 3:  # "10 [2]." says nothing a source can be checked against
+                if self.policy == "flag":
+                    kept.append(Sentence(text=claim, citations=cited, supported=False))
+                continue
             vec = vectors[i] if vectors is not None else None
             good: list[int] = []
             support, support_source, score = None, None, 0.0
