@@ -150,18 +150,19 @@ class Assistant:
         """Add papers from files or directories (None = the bundled corpus). Safe to repeat."""
         targets = [Path(p) for p in paths] if paths else [bundled_corpus_dir()]
         emb = self.embedder
-        if rebuild:
-            self._reset_store()
         chunker = Chunker(
             self.settings.chunk_tokens,
             self.settings.chunk_overlap,
             count_model_tokens=getattr(emb, "count_tokens", None),
             max_model_tokens=int(getattr(emb, "max_tokens", 256)),
         )
-        ingestor = Ingestor(
-            self.store, emb, chunker, self.chunking, self.settings.max_abstract_chars
-        )
+        # The lock comes first: a --rebuild must never drop a collection another ingest is filling.
         with ingest_lock(self.settings.data_dir):
+            if rebuild:
+                self._reset_store()
+            ingestor = Ingestor(
+                self.store, emb, chunker, self.chunking, self.settings.max_abstract_chars
+            )
             report = ingestor.run(targets, progress=progress)
         if hasattr(self.retriever, "refresh"):
             self.retriever.refresh()

@@ -57,6 +57,10 @@ def normalize_title(title: str) -> str:
     return " ".join(re.findall(r"[^\W_]+", text))
 
 
+def _title_id(paper_id: str) -> bool:
+    return paper_id.startswith("t-")
+
+
 def title_id(title: str) -> str:
     """Stable paper id for a record without an external id."""
     return "t-" + hashlib.sha1(normalize_title(title).encode()).hexdigest()[:16]
@@ -166,6 +170,7 @@ def load_daily_papers(path: Path, *, max_chars: int = 20_000) -> Iterator[Paper 
     file = str(path)
     pending: tuple[int, str] | None = None  # a title waiting for its abstract
     current: dict | None = None  # the last paper, still open for metadata lines
+    last_line = abstract_line = 0  # last non-empty line; last line that was abstract text
 
     def flush() -> Iterator[Paper | CorpusError]:
         nonlocal current
@@ -178,6 +183,7 @@ def load_daily_papers(path: Path, *, max_chars: int = 20_000) -> Iterator[Paper 
             yield item
             continue
         line = _GLUED.sub("", clean_text(item))
+        last_line = number if line else last_line
         if not line or line.lower() in _NOISE or _PAGE_DATE.match(line):
             continue
         if m := _AUTHORS.match(line):
@@ -189,6 +195,7 @@ def load_daily_papers(path: Path, *, max_chars: int = 20_000) -> Iterator[Paper 
                 current["published"] = _parse_date(m.group(1) + m.group(2))
             continue
         if _is_abstract(line):
+            abstract_line = number
             if pending is not None:
                 yield from flush()
                 current = {"title": pending[1], "abstract": line, "line": pending[0]}
@@ -209,6 +216,14 @@ def load_daily_papers(path: Path, *, max_chars: int = 20_000) -> Iterator[Paper 
                 line=pending[0],
             )
         pending = (number, line)
+    if current is not None and pending is None and abstract_line == last_line and _cut_off(path):
+        yield CorpusError(
+            f"the file ends in the middle of the abstract of '{current['title'][:60]}' (entry cut "
+            "off); complete the abstract, or end the file with a newline if it is complete",
+            file=file,
+            line=current["line"],
+        )
+        current = None
     yield from flush()
     if pending is not None:
         yield CorpusError(
@@ -216,6 +231,14 @@ def load_daily_papers(path: Path, *, max_chars: int = 20_000) -> Iterator[Paper 
             file=file,
             line=pending[0],
         )
+
+
+def _cut_off(path: Path) -> bool:
+    """The file stops mid-sentence: no sentence end and no newline at its very end."""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 8))
+        tail = handle.read().decode("utf-8", "ignore")
+    return bool(tail) and tail[-1] not in "\n\r" and tail.rstrip()[-1:] not in ".!?)]\"'”’"
 
 
 def _authors(value: object) -> list[str]:
@@ -420,10 +443,22 @@ def iter_corpus(
                 seen_ids[rec.id] = rec
                 seen_titles[key] = rec.id
                 yield rec
-            elif first.abstract != rec.abstract and first.id == rec.id and first.title != rec.title:
+            elif (
+                first.abstract != rec.abstract
+                and first.id == rec.id
+                and normalize_title(first.title) != key  # "LRA" and "lra" are one paper
+            ):
                 yield CorpusError(
                     f"id '{rec.id}' was already used by {first.source}:{first.line} for a different "
                     "paper; give each paper its own id",
+                    file=rec.source,
+                    line=rec.line,
+                )
+            elif first.abstract != rec.abstract and first.id == rec.id and not _title_id(rec.id):
+                # Two versions of one explicit id: keeping either silently could keep the stale one.
+                yield CorpusError(
+                    f"id '{rec.id}' appears again with a different abstract (first at "
+                    f"{first.source}:{first.line}); keep one version of the record",
                     file=rec.source,
                     line=rec.line,
                 )

@@ -50,6 +50,17 @@ def _client(settings: Settings) -> Any:
             ) from exc
         return client
     path = settings.data_dir / "chroma"
+    database = path / "chroma.sqlite3"
+    if (
+        database.is_file()
+        and database.stat().st_size == 0
+        and any(p.is_dir() for p in path.iterdir())
+    ):
+        # SQLite would quietly start a new, empty database here and the corpus would vanish.
+        raise StoreError(
+            f"the Chroma store at {path} is damaged: chroma.sqlite3 is empty but index files are "
+            "there; restore it from a backup, or move the directory away and run `rag ingest` to rebuild"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
