@@ -261,7 +261,10 @@ def _authors(value: object) -> list[str]:
 def _from_record(record: object, file: str, line: int, max_chars: int) -> Paper | CorpusError:
     if not isinstance(record, dict):
         return CorpusError(
-            f"expected a JSON object per record, got {type(record).__name__}", file=file, line=line
+            f"expected a JSON object per record, got {type(record).__name__}; write one "
+            '{"title": ..., "abstract": ...} object per line',
+            file=file,
+            line=line,
         )
     rec = {str(k).lower(): v for k, v in record.items()}
     authors = _authors(rec.get("authors_parsed") or rec.get("authors"))
@@ -310,7 +313,11 @@ def load_json(path: Path, *, max_chars: int = 20_000) -> Iterator[Paper | Corpus
             return
         records = doc.get("papers", [doc]) if isinstance(doc, dict) else doc
         if not isinstance(records, list):
-            yield CorpusError("expected a list of records", file=file, line=1)
+            yield CorpusError(
+                "expected a list of records; write [{...}, ...] or one record per line",
+                file=file,
+                line=1,
+            )
             return
         for i, rec in enumerate(records):
             yield _from_record(rec, file, _approx_line(texts, i), max_chars)
@@ -385,7 +392,9 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path | CorpusError]:
                 p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
             )
             if not children:
-                yield CorpusError("directory has no files", file=str(path))
+                yield CorpusError(
+                    "directory has no files; add .txt, .jsonl, .json or .csv files", file=str(path)
+                )
             yield from iter_files(children)
         elif path.suffix.lower() not in SUPPORTED:
             yield CorpusError(
@@ -429,10 +438,15 @@ def iter_corpus(
         try:
             records = list(load_file(item, max_chars=max_chars))
         except OSError as exc:
-            yield CorpusError(f"cannot read: {exc.strerror}", file=str(item))
+            yield CorpusError(
+                f"cannot read: {exc.strerror}; check the file's permissions", file=str(item)
+            )
             continue
         if not records:
-            yield CorpusError("no papers found in this file", file=str(item))
+            yield CorpusError(
+                "no papers found in this file; add records with a title and an abstract",
+                file=str(item),
+            )
         for rec in records:
             if isinstance(rec, CorpusError):
                 yield rec
