@@ -30,7 +30,15 @@ from rag.prompts import (
     quote,
 )
 from rag.settings import Settings
-from rag.text import entities, idf_weights, is_acronym_of, numbers, split_sentences, terms
+from rag.text import (
+    entities,
+    idf_weights,
+    is_acronym_of,
+    numbers,
+    split_sentences,
+    strip_citations,
+    terms,
+)
 from rag.types import Source
 
 log = logging.getLogger(__name__)
@@ -470,11 +478,14 @@ def clean_local_answer(text: str, *, cut: bool = False) -> str:
     half sentence at the end when generation stopped at the token limit."""
     text = " ".join(text.split())
     text = re.sub(r"^(?:answer\s*:\s*)+", "", text, flags=re.I).strip()
-    if cut:
-        sentences = split_sentences(text)
-        if len(sentences) > 1 and not re.search(r"[.!?](?:\s*\[\d+\])*$", sentences[-1]):
-            text = " ".join(sentences[:-1])
-    return text
+    text = re.sub(r"(?<!\S)(\S.{0,40}?\s)\1{2,}", r"\1", text)  # "1.5x, 1.5x, 1.5x, ..." loops
+    sentences = split_sentences(text)
+    if cut and len(sentences) > 1 and not re.search(r"[.!?](?:\s*\[\d+\])*$", sentences[-1]):
+        sentences = sentences[:-1]
+    unique: dict[str, str] = {}
+    for sentence in sentences:  # small models repeat themselves
+        unique.setdefault(strip_citations(sentence).rstrip(".!? ").lower(), sentence)
+    return " ".join(unique.values())
 
 
 def local_context(question: str, sources: list[Source]) -> list[tuple[Source, list[str]]]:

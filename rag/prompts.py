@@ -52,19 +52,32 @@ JUDGE_PROMPT = """Does the source text support the claim? Answer with one word: 
 Claim: {claim}
 Supported:"""
 
-# A base (not instruction-tuned) GGUF model gets few-shot examples instead of a system prompt.
-FEW_SHOT = f"""Answer from the numbered sources only, ending each sentence with its citation like [1]. \
-If the sources do not answer, write: {CANNOT_ANSWER}
+# A base (not instruction-tuned) GGUF model gets few-shot examples instead of a system prompt. The
+# examples teach what the verifier checks: numbers and names copied exactly as written ("2K", not
+# "2000"), a [n] after every sentence, the right n when the answer is not in source 1, the refusal.
+FEW_SHOT = f"""Answer the question from the numbered sources only. Copy names and numbers exactly \
+as the source writes them. End every sentence with its source number in brackets, like [2]. If the \
+sources do not answer the question, write: {CANNOT_ANSWER}
 
 Sources:
-[1] FlashWidget: We present FlashWidget, a kernel that speeds up attention by 3x on A100 GPUs.
-Question: How much faster is FlashWidget?
-Answer: FlashWidget speeds up attention by 3x on A100 GPUs [1].
+[1] FlashWidget: Fast Attention Kernels: FlashWidget speeds up attention by 3x on A100 GPUs. It \
+supports sequences from 2K to 64K tokens.
+[2] TinyCat: A Small Vision Model: TinyCat is a 12-layer model trained on 1M cat pictures.
+Question: Which sequence lengths does FlashWidget support?
+Answer: FlashWidget supports sequences from 2K to 64K tokens [1].
 
 Sources:
-[1] TinyCat: A 12-layer model trained on cat pictures.
+[1] TinyCat: A Small Vision Model: TinyCat is a 12-layer model trained on 1M cat pictures.
+[2] DogNet: Dog Breed Recognition: DogNet reaches 91.2% top-1 accuracy on ImageNet-Dogs.
 Question: Which optimizer does TinyCat use?
 Answer: {CANNOT_ANSWER}
+
+Sources:
+[1] FlashWidget: Fast Attention Kernels: FlashWidget speeds up attention by 3x on A100 GPUs.
+[2] DogNet: Dog Breed Recognition: DogNet reaches 91.2% top-1 accuracy on ImageNet-Dogs with \
+25M parameters.
+Question: What accuracy does DogNet reach, and with how many parameters?
+Answer: DogNet reaches 91.2% top-1 accuracy on ImageNet-Dogs with 25M parameters [2].
 
 """
 
