@@ -1,0 +1,461 @@
+"""Turn per-question eval records into report.json, report.md and plots; compare two runs.
+
+build_report(records, ...) -> dict    headline with bootstrap CIs, per-type table, hit@k, latency
+write_report(out_dir, report)         report.json + report.md + metrics.png, hit_at_k.png, latency.png
+compare_runs(a_dir, b_dir, console)   a delta table; '*' where the two 95% CIs do not overlap
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from eval import metrics as M
+from rag.errors import ConfigError
+
+# key, label, what it measures; the order is the order of every table.
+METRICS: list[tuple[str, str, str]] = [
+    ("hit@1", "hit@1", "a gold paper is the top retrieved paper"),
+    ("hit@5", "hit@5", "a gold paper is in the top 5"),
+    ("hit@10", "hit@10", "a gold paper is in the top 10"),
+    ("mrr", "MRR", "mean reciprocal rank of the first gold paper (top 10)"),
+    ("ndcg@10", "nDCG@10", "binary-relevance nDCG of the gold papers in the top 10"),
+    (
+        "all_gold@10",
+        "all gold in top 10 (multi)",
+        "every gold paper of a multi question in the top 10",
+    ),
+    ("must_contain", "must-contain recall", "share of the required facts found in the answer"),
+    ("citation_validity", "citation validity", "answers whose every [n] names a shown source"),
+    ("citation_recall", "citation recall", "answer sentences supported by the sources they cite"),
+    ("citation_precision", "citation precision", "citations that are needed for their sentence"),
+    ("faithfulness", "faithfulness", "answer sentences supported by any of the answer's sources"),
+    ("cites_gold", "answer cites gold", "answers citing at least one gold paper"),
+    (
+        "abstention_precision",
+        "abstention precision",
+        "abstentions that were on unanswerable questions",
+    ),
+    ("abstention_recall", "abstention recall", "unanswerable questions the app declined"),
+    (
+        "false_abstention",
+        "false-abstention rate",
+        "answerable questions the app declined (lower is better)",
+    ),
+    ("citation_recall_llm", "citation recall (LLM judge)", "citation recall judged by the LLM"),
+    (
+        "citation_precision_llm",
+        "citation precision (LLM judge)",
+        "citation precision judged by the LLM",
+    ),
+    ("faithfulness_llm", "faithfulness (LLM judge)", "faithfulness judged by the LLM"),
+    (
+        "judge_agreement",
+        "judge agreement",
+        "(sentence, source) pairs the offline and LLM judges agree on",
+    ),
+]
+LABELS = {k: label for k, label, _ in METRICS}
+LOWER_IS_BETTER = {"false_abstention"}
+TYPE_COLUMNS = [
+    "hit@1",
+    "hit@5",
+    "mrr",
+    "must_contain",
+    "citation_recall",
+    "citation_precision",
+    "faithfulness",
+    "cites_gold",
+    "abstained",
+]
+TYPES = ["factoid", "explain", "multi", "unanswerable"]
+STAGES = ["retrieve", "answer", "verify", "total", "retrieve@10"]
+WORST = 10
+
+
+# ----------------------------------------------------------------------------------------- build
+def _pairs(records: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    return [tuple(r["pairs"].get(key, (0.0, 0.0))) for r in records]  # type: ignore[misc]
+
+
+def build_report(
+    records: list[dict[str, Any]],
+    *,
+    settings: dict[str, Any],
+    meta: dict[str, Any],
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    n = len(records)
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, n, size=(resamples, n)) if n else None
+    present = {k for r in records for k in r["pairs"]}
+    headline: dict[str, Any] = {}
+    for key, label, _ in METRICS:
+        if key not in present:
+            continue
+        pairs = _pairs(records, key)
+        agg = M.aggregate(pairs)
+        ci = M.bootstrap_ci(pairs, indices=indices) if agg["value"] is not None else None
+        headline[key] = {
+            "label": label,
+            "value": _round(agg["value"]),
+            "ci": [_round(ci[0]), _round(ci[1])] if ci else None,
+            "n": agg["n"],
+            "den": agg["den"],
+            "lower_is_better": key in LOWER_IS_BETTER,
+        }
+
+    per_type: dict[str, Any] = {}
+    for qtype in [*TYPES, "all"]:
+        group = [r for r in records if qtype == "all" or r["type"] == qtype]
+        if not group:
+            continue
+        per_type[qtype] = {"n": len(group)}
+        for key in TYPE_COLUMNS:
+            per_type[qtype][key] = _round(M.aggregate(_pairs(group, key))["value"])
+
+    per_split: dict[str, Any] = {}
+    splits = sorted({r["split"] for r in records})
+    if len(splits) > 1:
+        for name in splits:
+            group = [r for r in records if r["split"] == name]
+            per_split[name] = {"n": len(group)}
+            for key in headline:
+                per_split[name][key] = _round(M.aggregate(_pairs(group, key))["value"])
+
+    answerable = [r for r in records if r["type"] != "unanswerable"]
+    hit_at_k = {
+        str(k): _round(
+            M.ratio(
+                sum(1 for r in answerable if r["first_gold_rank"] and r["first_gold_rank"] <= k),
+                len(answerable),
+            )
+        )
+        for k in range(1, 11)
+    }
+
+    latency: dict[str, Any] = {}
+    for stage in [*STAGES, *sorted({k for r in records for k in r["timings"]} - set(STAGES))]:
+        values = [r["timings"][stage] for r in records if stage in r["timings"]]
+        if values:
+            latency[stage] = {
+                "n": len(values),
+                "p50": _round(M.percentile(values, 50)),
+                "p95": _round(M.percentile(values, 95)),
+                "mean": _round(float(np.mean(values))),
+            }
+
+    worst = sorted(records, key=lambda r: (r["score"], r["id"]))[:WORST]
+    return {
+        "version": 1,
+        "meta": {**meta, "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95}},
+        "settings": settings,
+        "headline": headline,
+        "per_type": per_type,
+        "per_split": per_split,
+        "hit_at_k": hit_at_k,
+        "latency": latency,
+        "worst": [r["id"] for r in worst],
+        "questions": records,
+    }
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(float(value), digits)
+
+
+# ----------------------------------------------------------------------------------------- write
+def write_report(out_dir: Path, report: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(
+        json.dumps(report, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    (out_dir / "report.md").write_text(markdown(report), encoding="utf-8")
+    plot(out_dir, report)
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _ci(ci: list[float | None] | None) -> str:
+    return "–" if not ci else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    meta, settings = report["meta"], report["settings"]
+    store = meta.get("store", {})
+    lines = [
+        f"# Grounding eval: {meta['questions']} questions ({meta['split']} split)",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"Backend **{settings.get('resolved_llm')}**, retrieval **{settings.get('retrieval')}**, "
+        f"top_k {settings.get('top_k')}, min_score {settings.get('min_score')}, embeddings "
+        f"{store.get('embedding_model', settings.get('embed_model'))}, "
+        f"{store.get('papers', '?')} papers in the store. Judges: {', '.join(meta['judges'])}. "
+        f"Run {meta['started_utc']}, {meta['seconds']} s. Dataset `{meta['dataset']}`.",
+        "",
+        "## Headline",
+        "",
+        f"95% bootstrap intervals ({meta['bootstrap']['resamples']} resamples over questions, "
+        f"seed {meta['bootstrap']['seed']}); n = questions the metric applies to.",
+        "",
+        "| metric | value | 95% CI | n |",
+        "|---|---:|---:|---:|",
+    ]
+    for m in report["headline"].values():
+        lines.append(f"| {m['label']} | {_fmt(m['value'])} | {_ci(m['ci'])} | {m['n']} |")
+    lines += ["", "## By question type", ""]
+    header = ["type", "n", *(LABELS.get(k, k) for k in TYPE_COLUMNS)]
+    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for qtype, row in report["per_type"].items():
+        cells = [qtype, str(row["n"]), *(_fmt(row[k]) for k in TYPE_COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "`abstained` = share of questions answered with the refusal; `–` = does not apply.",
+        "",
+    ]
+    if report.get("per_split"):
+        splits = list(report["per_split"])
+        lines += [
+            "## By split",
+            "",
+            "| metric | "
+            + " | ".join(f"{s} (n={report['per_split'][s]['n']})" for s in splits)
+            + " |",
+            "|---|" + "---:|" * len(splits),
+        ]
+        for key, m in report["headline"].items():
+            values = " | ".join(_fmt(report["per_split"][s].get(key)) for s in splits)
+            lines.append(f"| {m['label']} | {values} |")
+        lines.append("")
+    lines += [
+        "## Retrieval: hit@k (answerable questions, top 10)",
+        "",
+        "| k | " + " | ".join(report["hit_at_k"]) + " |",
+        "|---|" + "---:|" * len(report["hit_at_k"]),
+        "| hit@k | " + " | ".join(_fmt(v) for v in report["hit_at_k"].values()) + " |",
+        "",
+        "## Latency (seconds per question)",
+        "",
+        "| stage | n | p50 | p95 | mean |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for stage, row in report["latency"].items():
+        lines.append(
+            f"| {stage} | {row['n']} | {_fmt(row['p50'])} | {_fmt(row['p95'])} | {_fmt(row['mean'])} |"
+        )
+    lines += [
+        "",
+        "Stages come from `Answer.timings` of `assistant.ask`; `retrieve@10` is the eval's own "
+        "`assistant.retrieve(q, top_k=10)` call. An abstention before answering has no answer/"
+        "verify stage.",
+        "",
+        f"## The {len(report['worst'])} worst questions",
+        "",
+        "Score per question: answerable = mean of reciprocal rank, must-contain recall and "
+        "citation recall (abstained = 0); unanswerable = 1 if declined, else 0.",
+        "",
+    ]
+    by_id = {r["id"]: r for r in report["questions"]}
+    for qid in report["worst"]:
+        lines += _worst_block(by_id[qid])
+    lines += [
+        "## Plots",
+        "",
+        "![headline metrics](metrics.png)",
+        "",
+        "![hit@k](hit_at_k.png)",
+        "",
+        "![latency](latency.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _worst_block(r: dict[str, Any]) -> list[str]:
+    a = r["answer"]
+    lines = [f"### {r['id']} ({r['type']}, score {r['score']:.2f}): {_cell(r['question'])}", ""]
+    if r["gold_titles"]:
+        rank = r["first_gold_rank"]
+        lines.append(
+            f"- gold: {'; '.join(r['gold_titles'])} (first gold rank in top 10: {rank or 'none'})"
+        )
+    if r["must_contain"]:
+        marks = [
+            f"`{m}` {'yes' if ok else 'no'}"
+            for m, ok in zip(
+                r["must_contain"], r["must_contain_found"] or [False] * 99, strict=False
+            )
+        ]
+        lines.append(f"- must contain: {', '.join(marks)}")
+    lines.append(f"- answer{' (abstained)' if a['abstained'] else ''}: {_cell(a['text'])}")
+    if a.get("notice"):
+        lines.append(f"- notice: {_cell(a['notice'])}")
+    for s in r.get("sentences", []):
+        if not s["supported"]:
+            lines.append(f"  - unsupported by its citations {s['citations']}: {_cell(s['text'])}")
+    for s in a["sources"]:
+        gold = " **gold**" if s["gold"] else ""
+        lines.append(f"  {s['number']}. {_cell(s['title'])} (score {s['score']:.3f}){gold}")
+    lines.append("")
+    return lines
+
+
+def plot(out_dir: Path, report: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    head = {k: m for k, m in report["headline"].items() if m["value"] is not None}
+    keys = list(head)[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.38 * max(len(keys), 1) + 1.2))
+    values = [head[k]["value"] for k in keys]
+    lo = [head[k]["value"] - (head[k]["ci"] or [head[k]["value"]] * 2)[0] for k in keys]
+    hi = [(head[k]["ci"] or [head[k]["value"]] * 2)[1] - head[k]["value"] for k in keys]
+    colors = ["#c0504d" if k in LOWER_IS_BETTER else "#4f81bd" for k in keys]
+    ax.barh(range(len(keys)), values, xerr=[lo, hi], color=colors, capsize=3)
+    for i, v in enumerate(values):
+        ax.text(0.01, i, f"{v:.2f}", va="center", color="white", fontsize=8, fontweight="bold")
+    ax.set_yticks(range(len(keys)), [head[k]["label"] for k in keys])
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel("value with 95% bootstrap CI (red: lower is better)")
+    ax.set_title(f"Grounding eval, {report['meta']['questions']} questions")
+    fig.tight_layout()
+    fig.savefig(out_dir / "metrics.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ks = [int(k) for k in report["hit_at_k"]]
+    ax.plot(ks, [v or 0.0 for v in report["hit_at_k"].values()], marker="o")
+    ax.set_xticks(ks)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("k")
+    ax.set_ylabel("hit@k")
+    ax.set_title("A gold paper in the top k (answerable questions)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "hit_at_k.png", dpi=110)
+    plt.close(fig)
+
+    stages = list(report["latency"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(stages))
+    ax.bar(x - 0.2, [report["latency"][s]["p50"] * 1000 for s in stages], 0.4, label="p50")
+    ax.bar(x + 0.2, [report["latency"][s]["p95"] * 1000 for s in stages], 0.4, label="p95")
+    ax.set_xticks(x, stages)
+    ax.set_ylabel("milliseconds")
+    ax.set_title("Latency per stage")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "latency.png", dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------- console
+def summary_table(report: dict[str, Any]) -> Table:
+    meta = report["meta"]
+    table = Table(
+        title=f"Grounding eval: {meta['questions']} questions ({meta['split']}), "
+        f"backend {meta['backend']}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    table.add_column("n", justify="right")
+    for m in report["headline"].values():
+        table.add_row(m["label"], _fmt(m["value"]), _ci(m["ci"]), str(m["n"]))
+    return table
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "report.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir} is not an eval run (no report.json); pass a directory written by `rag eval`"
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc.msg}); re-run `rag eval`") from None
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the delta table: metric, both values and CIs, B - A, and whether the CIs are apart."""
+    rows = []
+    for key, label, _ in METRICS:
+        ma, mb = a["headline"].get(key), b["headline"].get(key)
+        if ma is None and mb is None:
+            continue
+        va = ma["value"] if ma else None
+        vb = mb["value"] if mb else None
+        delta = round(vb - va, 4) if va is not None and vb is not None else None
+        apart = M.overlap(ma and ma["ci"], mb and mb["ci"])
+        better = None
+        if delta:
+            better = (delta < 0) if key in LOWER_IS_BETTER else (delta > 0)
+        rows.append(
+            {
+                "metric": key,
+                "label": label,
+                "a": va,
+                "b": vb,
+                "a_ci": ma and ma["ci"],
+                "b_ci": mb and mb["ci"],
+                "delta": delta,
+                "significant": apart is False,
+                "better": better,
+            }
+        )
+    return rows
+
+
+def compare_runs(a_dir: Path, b_dir: Path, console: Console) -> list[dict[str, Any]]:
+    a, b = load_run(a_dir), load_run(b_dir)
+    rows = compare(a, b)
+    table = Table(title=f"B - A   (A = {a_dir}, B = {b_dir})")
+    for col in ("metric", "A", "A 95% CI", "B", "B 95% CI", "B - A"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    table.add_column("CIs apart", justify="center")
+    for row in rows:
+        delta = "–" if row["delta"] is None else f"{row['delta']:+.3f}"
+        if row["better"] is not None:
+            delta = f"[{'green' if row['better'] else 'red'}]{delta}[/]"
+        table.add_row(
+            row["label"],
+            _fmt(row["a"]),
+            _ci(row["a_ci"]),
+            _fmt(row["b"]),
+            _ci(row["b_ci"]),
+            delta,
+            "*" if row["significant"] else "",
+        )
+    console.print(table)
+    for side, name, run in (("A", a_dir, a), ("B", b_dir, b)):
+        meta = run["meta"]
+        console.print(f"{side}: {name}: {meta['questions']} questions, `{meta['command']}`")
+    qa = [q["id"] for q in a.get("questions", [])]
+    qb = [q["id"] for q in b.get("questions", [])]
+    if qa != qb:
+        console.print(
+            "[yellow]The two runs used different questions; deltas mix the change with the "
+            "question set.[/yellow]"
+        )
+    console.print("* = the two 95% intervals do not overlap (a difference larger than the noise).")
+    return rows
