@@ -58,15 +58,21 @@ def score(verdicts: list[tuple[bool, bool]]) -> dict[str, float | int]:
     }
 
 
-def evaluate(
+def features(
     verifier: Verifier, rows: list[dict[str, Any]], sources: dict[str, Source]
-) -> dict[str, Any]:
+) -> list[Any]:
+    """The judge's inputs for every row, computed once (thresholds are applied afterwards)."""
+    return [
+        verifier.features(r["claim"], sources[normalize_title(r["source_title"])]) for r in rows
+    ]
+
+
+def evaluate(verifier: Verifier, rows: list[dict[str, Any]], feats: list[Any]) -> dict[str, Any]:
     verdicts: list[tuple[bool, bool]] = []
     by_kind: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
     errors = []
-    for row in rows:
-        source = sources[normalize_title(row["source_title"])]
-        verdict = verifier.judge(row["claim"], source)
+    for row, feat in zip(rows, feats, strict=True):
+        verdict = verifier.decide(feat)
         pair = (verdict.supported, bool(row["label"]))
         verdicts.append(pair)
         by_kind[row["kind"]].append(pair)
@@ -87,17 +93,18 @@ def evaluate(
     return {"overall": score(verdicts), "kinds": kinds, "errors": errors}
 
 
-def grid(verifier: Verifier, rows: list[dict[str, Any]], sources: dict[str, Source]) -> Thresholds:
+def grid(verifier: Verifier, rows: list[dict[str, Any]], feats: list[Any]) -> Thresholds:
     """Best thresholds on dev: highest recall with precision >= 0.95 (else highest precision)."""
     best: tuple[tuple[float, float], Thresholds] | None = None
-    for cos, overlap, overlap_alone, cos_alone in itertools.product(
-        (0.6, 0.65, 0.7, 0.75, 0.8),
+    for cos, overlap, overlap_alone, cos_alone, numeric in itertools.product(
+        (0.55, 0.6, 0.65, 0.7, 0.75, 0.8),
         (0.4, 0.5, 0.6, 0.7),
-        (0.8, 0.85, 0.9, 1.01),
-        (0.85, 0.9, 0.95, 1.01),
+        (0.75, 0.8, 0.85, 0.9, 1.01),
+        (0.8, 0.85, 0.9, 0.95, 1.01),
+        (0.5, 0.6, 0.7, 1.01),
     ):
-        verifier.t = Thresholds(cos, overlap, overlap_alone, cos_alone)
-        result = evaluate(verifier, rows, sources)["overall"]
+        verifier.t = Thresholds(cos, overlap, overlap_alone, cos_alone, numeric)
+        result = evaluate(verifier, rows, feats)["overall"]
         key = (1.0, result["recall"]) if result["precision"] >= 0.95 else (0.0, result["precision"])
         if best is None or key > best[0]:
             best = (key, verifier.t)
@@ -114,15 +121,18 @@ def main() -> None:
     from rag.embeddings import SentenceEmbedding
 
     verifier = Verifier(SentenceEmbedding())
-    rows = load_claims()
+    keep = {args.split, "dev"} if args.grid else {args.split}
+    rows = [r for r in load_claims() if args.split == "all" or r["split"] in keep]
     sources = sources_by_title()
+    feats = features(verifier, rows, sources)
     if args.grid:
-        verifier.t = grid(verifier, [r for r in rows if r["split"] == "dev"], sources)
+        dev = [i for i, r in enumerate(rows) if r["split"] == "dev"]
+        verifier.t = grid(verifier, [rows[i] for i in dev], [feats[i] for i in dev])
         print("best thresholds on dev:", verifier.t)
     results = {}
-    for split in ("dev", "test", "all"):
-        subset = [r for r in rows if split == "all" or r["split"] == split]
-        results[split] = evaluate(verifier, subset, sources)
+    for split in ("dev", "test", "all") if args.split == "all" else (args.split,):
+        idx = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]
+        results[split] = evaluate(verifier, [rows[i] for i in idx], [feats[i] for i in idx])
         print(split, results[split]["overall"], json.dumps(results[split]["kinds"]))
     print("label counts:", Counter((r["split"], r["label"]) for r in rows))
     if args.json:

@@ -129,6 +129,35 @@ def question_names(question: str) -> set[str]:
     return names
 
 
+_MEASURED = re.compile(
+    r"\bhow many\s+((?:[\w\-]+\s+){0,3}?)([\w\-]+)\s+(?:does|do|did|is|are|was|were|can|has|have|had|will)\b"
+    r"|\bwhat\s+(?:[\w\-]+\s+){0,3}?(accuracy|score|f1|bleu|mae|dice|perplexity|auc|error|latency|"
+    r"throughput|size|percentage|fraction|rate)\b",
+    re.I,
+)
+
+
+_PREPOSITIONS = frozenset(
+    ["without", "with", "of", "in", "on", "for", "from", "by", "at", "into", "per"]
+)
+
+
+def measured_terms(question: str) -> set[str]:
+    """The thing a numeric question counts or measures: 'how many attention heads does' -> {head}."""
+    match = _MEASURED.search(question)
+    if not match:
+        return set()
+    if match.group(3):
+        word = match.group(3)
+    else:
+        phrase = (match.group(1) + match.group(2)).split()
+        cut = next((i for i, w in enumerate(phrase) if w.lower() in _PREPOSITIONS), len(phrase))
+        word = phrase[: max(cut, 1)][-1]
+    if word.lower() in ("percentage", "fraction", "rate", "size", "error", "score"):
+        return set()  # too generic to demand literally
+    return set(terms(word))
+
+
 def name_in(name: str, lower: str, original: str) -> bool:
     singular = name[:-1] if name.endswith("s") and len(name) > 3 else name
     return name in lower or singular in lower or is_acronym_of(singular, original)
@@ -196,11 +225,15 @@ class ExtractiveBackend:
                 return False  # a model, dataset or paper the question names is not in the sources
         if _NUMERIC_Q.search(question):
             focus_sources = {src.number for src in sources[:3]}
+            measured = measured_terms(question)
             for _score, _cov, src, sent in ranked:
                 if src.number not in focus_sources or not numbers(sent):
                     continue
+                sent_terms = set(terms(sent))
+                if measured and not measured & sent_terms:
+                    continue  # a number, but not of the thing asked about ("how many heads")
                 focus = set(terms(question)) - set(terms(src.title))
-                if not focus or len(focus & set(terms(sent))) / len(focus) >= self.min_focus:
+                if not focus or len(focus & sent_terms) / len(focus) >= self.min_focus:
                     return True
             return False  # no sentence gives a number about what was asked
         return True

@@ -108,7 +108,7 @@ for _a, _b in _PAIRS:
 
 def _negated(text: str) -> set[str]:
     """Stems of the content words a negation applies to: 'does not compress X' -> {'compress'}."""
-    words = re.findall(r"[a-z']+", text.lower())
+    words = re.findall(r"[a-z][a-z'\-]*", text.lower())
     out = set()
     for i, word in enumerate(words):
         if word in NEGATIONS:
@@ -116,8 +116,26 @@ def _negated(text: str) -> set[str]:
                 w for w in words[i + 1 : i + 4] if w not in STOPWORDS and w not in NEGATIONS
             ]
             if following:
-                out.add(stem(following[0]))
+                out.add(stem(following[0].replace("-", "")))
     return out
+
+
+def _opposites(claim_words: set[str], source_words: set[str]) -> list[str]:
+    """Claim words whose opposite, and not themselves, is in the source: antonyms and a-/un-/in-."""
+    found = []
+    for word in claim_words - source_words:
+        if ANTONYMS.get(word, set()) & source_words:
+            found.append(word)
+            continue
+        for prefix in ("a", "un", "in", "non", "dis"):
+            if (prefix + word) in source_words or (
+                word.startswith(prefix)
+                and len(word) > len(prefix) + 3
+                and word[len(prefix) :] in source_words
+            ):
+                found.append(word)
+                break
+    return sorted(found)
 
 
 def _norm(text: str) -> str:
@@ -191,9 +209,17 @@ class Verifier:
         )
         claim_words = set(re.findall(r"[a-z']+", claim.lower()))
         source_words = set(re.findall(r"[a-z']+", source_lower))
-        contradiction = sorted(
-            _negated(claim) - _negated(passages[best]) - _negated(full)
-        ) + sorted(w for w in claim_words - source_words if ANTONYMS.get(w, set()) & source_words)
+        claim_negated = _negated(claim)
+        passage_negated = _negated(passages[best])
+        claim_stems = {
+            stem(w.replace("-", "")) for w in re.findall(r"[a-z][a-z'\-]*", claim.lower())
+        }
+        contradiction = (
+            sorted(claim_negated - passage_negated - _negated(full))
+            # the source negates what the claim asserts: "should not be treated equally"
+            + sorted((passage_negated & claim_stems) - claim_negated)
+            + _opposites(claim_words, source_words)
+        )
         return Features(
             missing_numbers=missing_numbers,
             missing_names=missing_names,
