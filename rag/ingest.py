@@ -13,8 +13,11 @@ import fcntl
 import hashlib
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +90,15 @@ def ingest_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@dataclass
+class _Plan:
+    papers: int
+    ids: list[str]
+    texts: list[str]
+    metas: list[dict[str, Any]]
+    stale: list[str]
+
+
 class Ingestor:
     def __init__(
         self, store: Store, embedder: Any, chunker: Chunker, chunking: str, max_chars: int
@@ -100,26 +112,57 @@ class Ingestor:
     def run(self, paths: Iterable[Path], progress: Progress | None = None) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport()
-        batch: list[Paper] = []
-        done = 0
-        for item in iter_corpus(paths, max_chars=self.max_chars):
-            if item is None:
-                report.duplicates += 1
-            elif isinstance(item, CorpusError):
-                report.failed.append(
-                    IngestFailure(file=item.file or "?", line=item.line, reason=item.reason)
-                )
+        # Reading, hashing and chunking (Python) run in a thread one batch ahead of encoding and
+        # writing (native code that releases the GIL), so ingest takes about as long as the
+        # encoder alone. Batches start small so the encoder starts early.
+        plans: queue.Queue[_Plan | BaseException | None] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def put(item: _Plan | BaseException | None) -> None:
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    plans.put(item, timeout=0.1)
+                    return
+
+        def produce() -> None:
+            try:
+                batch: list[Paper] = []
+                size = min(16, PAPER_BATCH)
+                for item in iter_corpus(paths, max_chars=self.max_chars):
+                    if stop.is_set():
+                        return
+                    if item is None:
+                        report.duplicates += 1
+                    elif isinstance(item, CorpusError):
+                        report.failed.append(
+                            IngestFailure(file=item.file or "?", line=item.line, reason=item.reason)
+                        )
+                    else:
+                        batch.append(item)
+                        if len(batch) >= size:
+                            put(self._plan(batch, report))
+                            batch, size = [], min(PAPER_BATCH, size * 2)
+                if batch:
+                    put(self._plan(batch, report))
+            except BaseException as exc:
+                put(exc)
             else:
-                batch.append(item)
-                if len(batch) >= PAPER_BATCH:
-                    self._write(batch, report)
-                    done += len(batch)
-                    batch = []
-                    if progress:
-                        progress(done, None)
-        if batch:
-            self._write(batch, report)
-            done += len(batch)
+                put(None)
+
+        worker = threading.Thread(target=produce, name="rag-ingest-chunking", daemon=True)
+        worker.start()
+        done = 0
+        try:
+            while (plan := plans.get()) is not None:
+                if isinstance(plan, BaseException):
+                    raise plan
+                self._commit(plan, report)
+                done += plan.papers
+                if progress:
+                    progress(done, None)
+        finally:
+            stop.set()
+            worker.join()
         if progress:
             progress(done, done)
         report.seconds = time.perf_counter() - started
@@ -134,7 +177,8 @@ class Ingestor:
         )
         return report
 
-    def _write(self, papers: list[Paper], report: IngestReport) -> None:
+    def _plan(self, papers: list[Paper], report: IngestReport) -> _Plan:
+        """What to write for a batch of papers: which are new, changed or unchanged, and chunks."""
         state = self.store.paper_state([p.id for p in papers])
         ids: list[str] = []
         texts: list[str] = []
@@ -159,9 +203,13 @@ class Ingestor:
                 report.updated += 1
             else:
                 report.added += 1
-        if ids:
-            vectors = encode(self.embedder, texts)
-            self.store.upsert(ids, vectors, texts, metas)
-            report.chunks_written += len(ids)
-        if stale:
-            self.store.delete(stale)
+        return _Plan(len(papers), ids, texts, metas, stale)
+
+    def _commit(self, plan: _Plan, report: IngestReport) -> None:
+        """Embed and write one batch: new chunks first, stale ones deleted after (crash-safe)."""
+        if plan.ids:
+            vectors = encode(self.embedder, plan.texts)
+            self.store.upsert(plan.ids, vectors, plan.texts, plan.metas)
+            report.chunks_written += len(plan.ids)
+        if plan.stale:
+            self.store.delete(plan.stale)

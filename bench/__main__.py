@@ -1,0 +1,56 @@
+"""`python -m bench NAME [options]`: benchmarks that print a table and write bench/results/NAME.json.
+
+    python -m bench fidelity                 # ONNX int8 / fp32 vs torch: cosine, speed, hit@1/MRR
+    python -m bench ingest [--rounds 2] [--synthetic 1000]
+    python -m bench retrieve [--sizes 1000,10000,100000] [--server]
+    python -m bench startup
+
+Never part of the test run. See docs/performance.md for the figures and how to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="name", required=True)
+    sub.add_parser("fidelity", help="ONNX vs torch vectors and retrieval quality")
+    ingest = sub.add_parser("ingest", help="ingest throughput vs llama-index")
+    ingest.add_argument("--rounds", type=int, default=2)
+    ingest.add_argument("--synthetic", type=int, default=0, help="also N recombined abstracts")
+    retrieve = sub.add_parser("retrieve", help="latency, memory, recall at 1k..1M chunks")
+    retrieve.add_argument("--sizes", default="1000,10000,100000")
+    retrieve.add_argument("--queries", type=int, default=100)
+    retrieve.add_argument("--no-server", action="store_true", help="skip the `chroma run` side")
+    retrieve.add_argument("--workdir", default=None, help="keep / reuse stores here")
+    sub.add_parser("startup", help="`rag --help` and first `rag ask` wall time")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.name == "fidelity":
+        from bench import fidelity
+
+        fidelity.main()
+    elif args.name == "ingest":
+        from bench import ingest
+
+        ingest.main(args.rounds, args.synthetic)
+    elif args.name == "retrieve":
+        from bench import retrieve
+
+        retrieve.main(
+            [int(s) for s in args.sizes.split(",")],
+            args.queries,
+            server=not args.no_server,
+            workdir=args.workdir,
+        )
+    else:
+        from bench import startup
+
+        startup.main()
+
+
+if __name__ == "__main__":
+    main()
