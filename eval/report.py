@@ -74,6 +74,7 @@ TYPE_COLUMNS = [
     "cites_gold",
     "abstained",
 ]
+WORDING_COLUMNS = ["hit@1", "hit@5", "mrr", "must_contain", "cites_gold", "false_abstention"]
 TYPES = ["factoid", "explain", "multi", "unanswerable"]
 STAGES = ["retrieve", "answer", "verify", "total", "retrieve@10"]
 WORST = 10
@@ -121,6 +122,15 @@ def build_report(
         for key in TYPE_COLUMNS:
             per_type[qtype][key] = _round(M.aggregate(_pairs(group, key))["value"])
 
+    # Questions that avoid the gold title's distinctive words are the honest test of retrieval.
+    wording: dict[str, Any] = {}
+    for name, flag in (("paraphrased", True), ("title words", False)):
+        group = [r for r in records if r["type"] != "unanswerable" and r["paraphrased"] is flag]
+        if group:
+            wording[name] = {"n": len(group)}
+            for key in WORDING_COLUMNS:
+                wording[name][key] = _round(M.aggregate(_pairs(group, key))["value"])
+
     per_split: dict[str, Any] = {}
     splits = sorted({r["split"] for r in records})
     if len(splits) > 1:
@@ -160,6 +170,7 @@ def build_report(
         "headline": headline,
         "per_type": per_type,
         "per_split": per_split,
+        "by_wording": wording,
         "hit_at_k": hit_at_k,
         "latency": latency,
         "worst": [r["id"] for r in worst],
@@ -230,6 +241,19 @@ def markdown(report: dict[str, Any]) -> str:
         "`abstained` = share of questions answered with the refusal; `–` = does not apply.",
         "",
     ]
+    if report.get("by_wording"):
+        header = ["answerable questions", "n", *(LABELS.get(k, k) for k in WORDING_COLUMNS)]
+        lines += ["## By wording", ""]
+        lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        for name, row in report["by_wording"].items():
+            cells = [name, str(row["n"]), *(_fmt(row[k]) for k in WORDING_COLUMNS)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "`paraphrased` questions avoid the distinctive words of the gold title; `title words` "
+            "questions may use them.",
+            "",
+        ]
     if report.get("per_split"):
         splits = list(report["per_split"])
         lines += [

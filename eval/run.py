@@ -98,7 +98,7 @@ def main(
     out_dir = Path(out) if out else RUNS_DIR / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     meta = {
         "command": command_line(path, limit, split, out),
-        "dataset": str(path),
+        "dataset": _shown(path),
         "split": (split or "all").lower(),
         "limit": limit,
         "questions": len(questions),
@@ -260,6 +260,14 @@ def _ingest_bundled(assistant: Any, console: Console) -> None:
         report = assistant.ingest(progress=tick)
     if report.failed:
         console.print(f"[yellow]{len(report.failed)} records failed to ingest[/yellow]")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is inside it (reports move between machines)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 _SECRETS = ("openai_api_key", "api_key")

@@ -423,6 +423,17 @@ def test_report_headline_tables_and_files(tmp_path: Path) -> None:
     assert report["per_type"]["unanswerable"]["hit@1"] is None
     assert report["per_type"]["factoid"]["n"] == 8 and report["per_type"]["all"]["n"] == 9
     assert report["per_split"]["test"]["hit@1"] == 0.0
+    assert report["by_wording"] == {
+        "title words": {
+            "n": 8,
+            "hit@1": 0.75,
+            "hit@5": 1.0,
+            "mrr": 0.8333,  # (6 * 1 + 2 * 1/3) / 8
+            "must_contain": 1.0,
+            "cites_gold": 0.75,  # two answers cite [1] while the gold paper is source 3
+            "false_abstention": 0.0,
+        }
+    }
     assert report["hit_at_k"]["1"] == 0.75 and report["hit_at_k"]["3"] == 1.0
     assert report["latency"]["verify"] == {"n": 9, "p50": 0.03, "p95": 0.03, "mean": 0.03}
     assert report["settings"]["openai_api_key"] == "<set>"
