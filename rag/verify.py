@@ -273,9 +273,8 @@ class Verifier:
             return "", []
         raw = split_sentences(text)
         claims = [strip_citations(s) for s in raw]
+        # Claims are embedded lazily, one by one: quoted (extractive) sentences never need it.
         vectors = None
-        if any(c for c in claims) and self.llm_judge is None:
-            vectors = encode(self.embedder, [c or "." for c in claims])
         kept: list[Sentence] = []
         for i, (sentence, claim) in enumerate(zip(raw, claims, strict=True)):
             if not claim or is_refusal(claim) or not re.search(r"[A-Za-z0-9]", claim):
