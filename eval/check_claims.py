@@ -9,6 +9,7 @@ abstract; its title is the nearest preceding short line that is not page noise
 ("new", "Subscribe", "Daily Papers", dates, "• 6 authors", "·", ...), with a
 leading "Subscribe" glued to the title stripped. Exits 1 if any problem is found.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,15 @@ MIN_PER_KIND = {
     "unsupported_detail": 15,
 }
 MIN_ROWS, MIN_PAPERS, MIN_TRUE, MIN_FALSE = 200, 70, 90, 110
-KEYS = {"id": str, "claim": str, "source_title": str, "label": bool, "kind": str, "split": str, "note": str}
+KEYS = {
+    "id": str,
+    "claim": str,
+    "source_title": str,
+    "label": bool,
+    "kind": str,
+    "split": str,
+    "note": str,
+}
 
 NOISE = {
     "new",
@@ -81,7 +90,7 @@ def load_corpus(corpus_dir: str) -> dict[str, str]:
                 elif not is_noise(line):
                     s = line.strip()
                     if s.startswith("Subscribe") and len(s) > len("Subscribe"):
-                        s = s[len("Subscribe"):].strip()
+                        s = s[len("Subscribe") :].strip()
                     title = s
     return papers
 
@@ -92,7 +101,9 @@ def norm(text: str) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--claims", default=DEFAULT_CLAIMS)
     ap.add_argument("--corpus", default=DEFAULT_CORPUS)
     args = ap.parse_args()
@@ -158,7 +169,9 @@ def main() -> int:
             if c in norm_abs[title]:
                 problems.append(f"{where}: wrong_source claim appears in its own cited abstract")
             if not any(c in a for t, a in norm_abs.items() if t != title):
-                problems.append(f"{where}: wrong_source claim not found verbatim in any other abstract")
+                problems.append(
+                    f"{where}: wrong_source claim not found verbatim in any other abstract"
+                )
 
     # ---- counts ----
     good = [r for _, r in rows if isinstance(r, dict) and r.get("kind") in TRUE_KINDS | FALSE_KINDS]
@@ -187,11 +200,17 @@ def main() -> int:
     # ---- summary ----
     print(f"corpus: {len(papers)} papers parsed from {args.corpus}")
     print(f"claims: {len(good)} rows, {len(titles)} distinct source papers")
-    print(f"labels: true={by_label[True]} false={by_label[False]}   splits: dev={by_split['dev']} test={by_split['test']}")
-    print(f"  true  dev/test: {ls[(True, 'dev')]}/{ls[(True, 'test')]}   false dev/test: {ls[(False, 'dev')]}/{ls[(False, 'test')]}")
+    print(
+        f"labels: true={by_label[True]} false={by_label[False]}   splits: dev={by_split['dev']} test={by_split['test']}"
+    )
+    print(
+        f"  true  dev/test: {ls[(True, 'dev')]}/{ls[(True, 'test')]}   false dev/test: {ls[(False, 'dev')]}/{ls[(False, 'test')]}"
+    )
     print(f"{'kind':<24}{'label':>6}{'total':>7}{'dev':>6}{'test':>6}")
     for kind in sorted(TRUE_KINDS) + sorted(FALSE_KINDS):
-        print(f"{kind:<24}{str(kind in TRUE_KINDS):>6}{by_kind[kind]:>7}{ks[(kind, 'dev')]:>6}{ks[(kind, 'test')]:>6}")
+        print(
+            f"{kind:<24}{kind in TRUE_KINDS!s:>6}{by_kind[kind]:>7}{ks[(kind, 'dev')]:>6}{ks[(kind, 'test')]:>6}"
+        )
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for p in problems:

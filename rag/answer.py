@@ -54,6 +54,32 @@ _LIST_Q = re.compile(
 )
 
 
+_WHICH_Q = re.compile(r"^\s*(?:which|what)\s+([A-Za-z][\w\-]*)\b", re.I)
+_NOT_HEADS = frozenset(
+    [
+        "is",
+        "are",
+        "was",
+        "were",
+        "does",
+        "do",
+        "did",
+        "can",
+        "could",
+        "has",
+        "have",
+        "had",
+        "will",
+        "would",
+        "should",
+        "kind",
+        "type",
+        "sort",
+        "one",
+        "ones",
+        "way",
+    ]
+)
 _AUTHOR_Q = re.compile(
     r"\bwho (?:are|were|wrote|is|was)\b|\bauthors? of\b|\bwritten by whom\b", re.I
 )
@@ -163,6 +189,35 @@ def name_in(name: str, lower: str, original: str) -> bool:
     return name in lower or singular in lower or is_acronym_of(singular, original)
 
 
+def answer_head(question: str) -> str | None:
+    """The thing a which/what question asks for: 'Which cryptocurrencies are ...' -> cryptocurrency."""
+    match = _WHICH_Q.match(question)
+    if not match or match.group(1).lower() in _NOT_HEADS:
+        return None
+    found = terms(match.group(1))
+    return found[0] if found else None
+
+
+def new_names(sentence: str, question: str) -> set[str]:
+    """Names in a sentence that the question does not already mention (Bitcoin, Ethereum, ...)."""
+    sentence = re.sub(r"\([^)]*\)", " ", sentence)  # "BiLSTM (Bidirectional ...)" spells out
+    words = re.findall(r"[A-Za-z][\w\-]*", sentence)
+    names = {w.lower() for i, w in enumerate(words) if i > 0 and w[0].isupper()}
+    return (names | entities(sentence)) - {w.lower() for w in re.findall(r"[\w\-]+", question)}
+
+
+def names_found(question: str, source: Source) -> bool:
+    """The question names something (a model, dataset, paper) and this source names all of it.
+
+    Lexical evidence that a low cosine misses: "Which model does Uni-SMART compare against?"
+    scores 0.27 against the Uni-SMART abstract, yet that abstract is the one to answer from.
+    """
+    names = question_names(question)
+    haystack = f"{source.title} {source.text}"
+    lower = haystack.lower()
+    return bool(names) and all(name_in(n, lower, haystack) for n in names)
+
+
 class Backend(Protocol):
     name: str
 
@@ -199,14 +254,27 @@ class ExtractiveBackend:
         wants_number = bool(_NUMERIC_Q.search(question))
         top_score = max(src.score for src in sources)
         ranked = []
+        firsts: dict[int, str] = {}
+        head = answer_head(question)
         for position, (src, sent) in enumerate(candidates):
-            s_terms = set(terms(sent)) | set(terms(src.title))
+            sent_terms = set(terms(sent))
+            s_terms = sent_terms | set(terms(src.title))
             coverage = sum(idf.get(t, default) for t in q_terms & s_terms) / total
-            sent_only = sum(idf.get(t, default) for t in q_terms & set(terms(sent))) / total
+            sent_only = sum(idf.get(t, default) for t in q_terms & sent_terms) / total
             score = 0.45 * sent_only + 0.25 * coverage + 0.3 * (src.score / max(top_score, 1e-6))
             if wants_number and numbers(sent):
                 score += 0.15
-            if position == 0 or sent is split_sentences(evidence_text(src.text))[0]:
+            if (
+                head
+                and not wants_number
+                and head in sent_terms
+                and q_terms & sent_terms - {head}  # about the question, not just its noun
+                and new_names(sent, question)
+            ):
+                score += 0.25  # "which cryptocurrencies": the sentence that names them
+            if src.number not in firsts:  # once per source, not per sentence (was quadratic)
+                firsts[src.number] = split_sentences(evidence_text(src.text))[0]
+            if position == 0 or sent is firsts[src.number]:
                 score += 0.02  # first sentences state the paper's main point
             ranked.append((score, coverage, src, sent))
         ranked.sort(key=lambda r: r[0], reverse=True)

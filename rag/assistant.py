@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rag.answer import Backend, ExtractiveBackend, LocalBackend, OpenAIBackend
+from rag.answer import Backend, ExtractiveBackend, LocalBackend, OpenAIBackend, names_found
 from rag.chat import condense, normalize_history, trim_history
 from rag.chunking import Chunker
 from rag.chunking import fingerprint as chunking_fingerprint
@@ -277,7 +277,7 @@ class Assistant:
             "standalone_question": standalone if standalone != question else None,
             "filters": filters.describe() if filters else {},
         }
-        if not sources or sources[0].score < self.settings.min_score:
+        if not self._evidence_ok(standalone, sources):
             timings["total"] = time.perf_counter() - started
             yield Answer(
                 text=CANNOT_ANSWER,
@@ -322,6 +322,12 @@ class Assistant:
             timings=timings,
             **base,
         )
+
+    def _evidence_ok(self, question: str, sources: list[Source]) -> bool:
+        """Worth answering: the best source is close enough, or names all the question names."""
+        if not sources:
+            return False
+        return sources[0].score >= self.settings.min_score or names_found(question, sources[0])
 
     def _filters_for(self, question: str, filters: Filters | None) -> Filters | None:
         from rag.query import parse_filters

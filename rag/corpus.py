@@ -428,7 +428,13 @@ class LoadResult:
 def iter_corpus(
     paths: Iterable[Path], *, max_chars: int = 20_000
 ) -> Iterator[Paper | CorpusError | None]:
-    """Stream papers and errors from many files, deduped; `None` marks a skipped duplicate."""
+    """Stream papers and errors from many files, deduped; `None` marks a skipped duplicate.
+
+    A paper kept from one dump gets the author count and date that only a duplicate of it in
+    another dump carries (a metadata-only pre-pass, so the papers themselves still stream).
+    """
+    paths = list(paths)
+    extra = _duplicate_metadata(paths, max_chars)
     seen_ids: dict[str, Paper] = {}
     seen_titles: dict[str, str] = {}
     for item in iter_files(paths):
@@ -454,6 +460,9 @@ def iter_corpus(
             key = normalize_title(rec.title)
             first = seen_ids.get(rec.id) or seen_ids.get(seen_titles.get(key, ""))
             if first is None:
+                for name, value in extra.get(key, {}).items():
+                    if not getattr(rec, name):
+                        setattr(rec, name, value)
                 seen_ids[rec.id] = rec
                 seen_titles[key] = rec.id
                 yield rec
@@ -478,6 +487,27 @@ def iter_corpus(
                 )
             else:
                 yield None
+
+
+_META_FIELDS = ("n_authors", "published", "authors")
+
+
+def _duplicate_metadata(paths: list[Path], max_chars: int) -> dict[str, dict[str, object]]:
+    """Normalised title -> the first value seen of each metadata field, across all files."""
+    found: dict[str, dict[str, object]] = {}
+    for item in iter_files(paths):
+        if isinstance(item, CorpusError):
+            continue
+        try:
+            for rec in load_file(item, max_chars=max_chars):
+                if isinstance(rec, Paper):
+                    meta = found.setdefault(normalize_title(rec.title), {})
+                    for name in _META_FIELDS:
+                        if getattr(rec, name) and name not in meta:
+                            meta[name] = getattr(rec, name)
+        except OSError:
+            continue  # reported by the main pass
+    return found
 
 
 def load_corpus(paths: Iterable[Path], *, max_chars: int = 20_000) -> LoadResult:

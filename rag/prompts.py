@@ -9,6 +9,7 @@ delimiter or a citation.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from rag.text import split_sentences
 from rag.types import Source
@@ -138,6 +139,7 @@ def is_instruction(sentence: str) -> bool:
     return bool(_INSTRUCTION.search(sentence))
 
 
+@lru_cache(maxsize=4096)  # pure; the same abstracts come back for question after question
 def evidence_text(text: str) -> str:
     """The abstract minus sentences that are instructions to the model: what a claim may rest on."""
     clean = _TAG.sub(" ", text)  # a forged </source> also ends the sentence before it

@@ -6,6 +6,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
 
 CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _ABBREV = {
@@ -259,6 +260,7 @@ def strip_citations(sentence: str) -> str:
     return " ".join(CITATION.sub("", sentence).split())
 
 
+@lru_cache(maxsize=65536)  # pure, and called for every word of every candidate sentence
 def stem(word: str) -> str:
     """A light, consistent stemmer: 'sequences' and 'sequence' meet, 'studies' and 'study' meet."""
     word = word.lower()

@@ -48,7 +48,7 @@ def test_daily_dump_without_blank_lines_and_cut_off(tmp_path: Path) -> None:
     assert [p.title for p in papers] == ["First Paper Title", "Second Paper"]
     assert papers[0].n_authors == 3 and papers[0].published == dt.date(2024, 3, 5)
     assert papers[0].line == 2
-    assert len(errors) == 1 and errors[0].line == 7 and "cut off" in str(errors[0])
+    assert len(errors) == 1 and errors[0].line == 9 and "cut off" in str(errors[0])
 
 
 def test_jsonl_arxiv_shape_and_bad_lines(tmp_path: Path) -> None:
