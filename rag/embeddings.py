@@ -8,6 +8,7 @@ and `fingerprint`, which the store records so vectors from different models are 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -62,6 +63,11 @@ class SentenceEmbedding(BaseEmbedding):
     fingerprint: str = ""
     _model: Any = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    # Counting tokens (chunking, during an ingest) has its own copy of the tokenizer: a fast
+    # tokenizer's truncation/padding state is shared, and a count running beside `encode` in another
+    # thread switched encode's padding off (ragged batches, "expected sequence of length").
+    _counter: Any = PrivateAttr(default=None)
+    _count_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 64, **kwargs: Any) -> None:
         path = resolve_model_path(model)
@@ -85,6 +91,7 @@ class SentenceEmbedding(BaseEmbedding):
             **kwargs,
         )
         self._model = st
+        self._counter = copy.deepcopy(st.tokenizer)
 
     @classmethod
     def class_name(cls) -> str:
@@ -96,9 +103,8 @@ class SentenceEmbedding(BaseEmbedding):
 
     def count_tokens(self, text: str) -> int:
         """Word pieces the model sees for `text`, special tokens included."""
-        return len(
-            self._model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
-        )
+        with self._count_lock:
+            return len(self._counter(text, add_special_tokens=True, truncation=False)["input_ids"])
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Normalised float32 vectors, one row per text (length-sorted batches inside)."""
