@@ -9,10 +9,14 @@ exception messages, Answer JSON, `rag info` and `rag ask --verbose` output.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +186,85 @@ def test_upload_size_limit_setting_exists() -> None:
 
     assistant = Assistant(Settings(_env_file=None, max_upload_mb=2))
     assert max_upload_bytes(assistant) == 2 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------- the key in reports and UI
+@pytest.mark.e2e
+def test_api_key_never_in_eval_reports(real_store_dir: Path, fake_llm: Any, tmp_path: Path) -> None:
+    """`rag eval` with a key and a failing endpoint: report.json, report.md and the console."""
+    fake_llm.fault, fake_llm.fault_times = (
+        "500",
+        3,
+    )  # errors (notices, judge failures), then answers
+    out = tmp_path / "run"
+    data_dir = tmp_path / "store"
+    shutil.copytree(real_store_dir, data_dir)
+    run = cli(
+        "eval",
+        "--limit",
+        "3",
+        "--out",
+        str(out),
+        RAG_DATA_DIR=str(data_dir),
+        OPENAI_API_KEY=KEY,
+        RAG_LLM_BASE_URL=fake_llm.base_url,
+        RAG_LLM_TIMEOUT="3",
+        RAG_LLM_MAX_RETRIES="0",
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert any(h.get("Authorization") == f"Bearer {KEY}" for h in fake_llm.headers)
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["backend"] == "openai" and report["settings"]["openai_api_key"] == "<set>"
+    assert "HTTP 500" in (out / "report.json").read_text()  # the failures were reported ...
+    texts = [p.read_text(errors="replace") for p in out.iterdir() if p.suffix in (".json", ".md")]
+    texts += [p.read_bytes().decode("latin-1") for p in out.iterdir() if p.suffix == ".png"]
+    for text in [*texts, run.stdout, run.stderr]:
+        assert not leaks(text), text[:500]  # ... without the key
+
+
+@pytest.mark.e2e
+def test_api_key_never_in_the_ui(
+    real_assistant: Assistant, fake_llm: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The served UI with a key and a failing endpoint: the page, its config and every reply."""
+    pytest.importorskip("ui.app")
+    import httpx
+    import uvicorn
+    from gradio_client import Client
+
+    from rag.server import build_app
+
+    caplog.set_level(logging.DEBUG)
+    fake_llm.fault = "500"
+    settings = real_assistant.settings.with_overrides(
+        llm="openai",
+        llm_base_url=fake_llm.base_url,
+        openai_api_key=KEY,
+        llm_timeout=3.0,
+        llm_max_retries=0,
+    )
+    assistant = Assistant(settings, embedder=real_assistant.embedder, store=real_assistant.store)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.started, "uvicorn did not start"
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        _, chat, panel = client.predict(Q, [], 5, "any", "any", "", api_name="/ask")
+        seen = [json.dumps(chat), str(panel)]
+        assert "HTTP 500" in seen[0]  # the fallback notice is shown ...
+        for path in ("", "config", "gradio_api/info"):
+            seen.append(httpx.get(url + path, timeout=60).text)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+    assert any(h.get("Authorization") == f"Bearer {KEY}" for h in fake_llm.headers)
+    for text in [*seen, caplog.text]:
+        assert not leaks(text), text[:500]  # ... and the key nowhere
