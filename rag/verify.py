@@ -83,6 +83,7 @@ _PAIRS = [
     ("increases", "decreases"),
     ("faster", "slower"),
     ("higher", "lower"),
+    ("high", "low"),
     ("better", "worse"),
     ("more", "fewer"),
     ("larger", "smaller"),
@@ -113,18 +114,42 @@ def _negated(text: str) -> set[str]:
     for i, word in enumerate(words):
         if word in NEGATIONS:
             following = [
-                w for w in words[i + 1 : i + 4] if w not in STOPWORDS and w not in NEGATIONS
-            ]
+                w
+                for w in words[i + 1 : i + 4]
+                if w not in STOPWORDS and w not in NEGATIONS and not w.endswith("ly")
+            ]  # "does not necessarily perform" negates "perform"
             if following:
                 out.add(stem(following[0].replace("-", "")))
     return out
+
+
+def _inflections(word: str) -> set[str]:
+    """'reduce' -> reduce, reduces, reduced; 'increases' -> increase too."""
+    base = word[:-2] if word.endswith("es") else word[:-1] if word.endswith("s") else word
+    base = base[:-1] if base.endswith("e") else base
+    return {word, base + "e", base + "es", base + "ed", base + "s", base}
+
+
+def _bigrams(text: str) -> set[tuple[str, str]]:
+    words = re.findall(r"[a-z][a-z'\-]*", text.lower())
+    return set(itertools.pairwise(words))
+
+
+def _opposite_pairs(claim: str, source: str) -> list[str]:
+    """'high token probabilities' where the source says 'low token probabilities'."""
+    source_pairs = _bigrams(source)
+    found = []
+    for word, following in _bigrams(claim) - source_pairs:
+        if any((v, following) in source_pairs for a in ANTONYMS.get(word, ()) for v in (a,)):
+            found.append(f"{word} {following}")
+    return sorted(found)
 
 
 def _opposites(claim_words: set[str], source_words: set[str]) -> list[str]:
     """Claim words whose opposite, and not themselves, is in the source: antonyms and a-/un-/in-."""
     found = []
     for word in claim_words - source_words:
-        if ANTONYMS.get(word, set()) & source_words:
+        if {v for a in ANTONYMS.get(word, set()) for v in _inflections(a)} & source_words:
             found.append(word)
             continue
         for prefix in ("a", "un", "in", "non", "dis"):
@@ -136,6 +161,84 @@ def _opposites(claim_words: set[str], source_words: set[str]) -> list[str]:
                 found.append(word)
                 break
     return sorted(found)
+
+
+_PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b((?:[A-Z][a-z]+[ \-]){1,5}[A-Z][a-z]+)\b")
+
+
+def missing_phrases(claim: str, full: str) -> list[str]:
+    """Multi-word proper names in the claim ('Long Range Graph Benchmark') absent from the source."""
+    source = _norm(full)
+    return sorted(m.group(1) for m in _PROPER.finditer(claim) if _norm(m.group(1)) not in source)
+
+
+_DIRECTED = re.compile(
+    r"\b(outperform\w*|surpass\w*|exceed\w*|beat\w*|replac\w*|substitut\w*)\b", re.I
+)
+
+
+def _sides(sentence: str) -> list[tuple[str, set[str], set[str]]]:
+    """(verb stem, terms before, terms after) around each directed verb ('A outperforms B')."""
+    out = []
+    for m in _DIRECTED.finditer(sentence):
+        before = set(terms(" ".join(sentence[: m.start()].split()[-4:])))
+        after = set(terms(sentence[m.end() :]))
+        out.append((m.group(1).lower()[:6], before, after))
+    return out
+
+
+_REPLACE = (
+    # "replaces A with B" -> (A, B)
+    re.compile(
+        r"\breplac\w*\s+(?:the\s+|a\s+|an\s+)?([\w\-]+(?:\s[\w\-]+)?)\s+(?:with|by)\s+"
+        r"(?:the\s+|a\s+|an\s+)?([\w\-]+(?:\s[\w\-]+)?)",
+        re.I,
+    ),
+    # "A is replaced by B" -> (A, B)
+    re.compile(
+        r"([\w\-]+\s[\w\-]+)\s+(?:is|are|was|were|gets|get)\s+replaced\s+(?:by|with)\s+"
+        r"(?:the\s+|a\s+|an\s+)?([\w\-]+(?:\s[\w\-]+)?)",
+        re.I,
+    ),
+)
+
+
+def _replacements(sentence: str) -> list[tuple[set[str], set[str]]]:
+    """(what is replaced, what replaces it), each as the terms the other side lacks."""
+    out = []
+    for pattern in _REPLACE:
+        for m in pattern.finditer(sentence):
+            old, new = set(terms(m.group(1))), set(terms(m.group(2)))
+            if old - new and new - old:
+                out.append((old - new, new - old))
+    return out
+
+
+def _content(words: set[str]) -> set[str]:
+    return {w for w in words if not w.endswith("ly")}  # "substantially" is no participant
+
+
+def swapped_roles(claim: str, source_text: str) -> list[str]:
+    """The source says 'B outperforms A' (or 'replace B with A') where the claim says the reverse."""
+    found = []
+    claim_sides = _sides(claim)
+    claim_swaps = _replacements(claim)
+    if not claim_sides and not claim_swaps:
+        return found
+    for sent in split_sentences(source_text):
+        for verb, s_before, s_after in _sides(sent):
+            for c_verb, before, after in claim_sides:
+                if c_verb != verb or verb.startswith("replac"):
+                    continue
+                # the claim's object is the source's subject, its subject the source's object
+                b, a, sb, sa = map(_content, (before, after, s_before, s_after))
+                if a & sb and b & sa and not b & sb:
+                    found.append(f"{c_verb}: roles swapped")
+        for s_old, s_new in _replacements(sent):
+            for c_old, c_new in claim_swaps:
+                if c_old & s_new and c_new & s_old and not (c_old & s_old):
+                    found.append("replace: roles swapped")
+    return sorted(set(found))
 
 
 def _norm(text: str) -> str:
@@ -191,6 +294,7 @@ class Verifier:
         missing_names = sorted(
             e for e in entities(claim) if e not in source_lower and not is_acronym_of(e, full)
         ) + foreign_links(claim, full)  # a link or markup the source does not carry
+        missing_names += missing_phrases(claim, full)
         passages, vectors = self._passages(source)
         if claim_vector is None:
             claim_vector = encode(self.embedder, [claim])[0]
@@ -219,6 +323,8 @@ class Verifier:
             # the source negates what the claim asserts: "should not be treated equally"
             + sorted((passage_negated & claim_stems) - claim_negated)
             + _opposites(claim_words, source_words)
+            + swapped_roles(claim, source.text)
+            + _opposite_pairs(claim, full)
         )
         return Features(
             missing_numbers=missing_numbers,

@@ -97,3 +97,24 @@ def test_sources_are_quoted_as_data() -> None:
     )
     assert block.count("<source") == 1 and block.count("</source>") == 1
     assert "[2]" not in block and "(2)" in block and "[3]" not in block
+
+
+def test_roles_swapped_replacements_and_opposite_pairs_are_contradictions() -> None:
+    from rag.verify import _opposite_pairs, missing_phrases, swapped_roles
+
+    source = (
+        "Classical ensemble methods substantially outperform deep learning on small datasets, "
+        "compared to transformers. Third, the layer normalization is replaced by a batch "
+        "normalization layer. It assumes that an example contains outlier words with low "
+        "token probabilities."
+    )
+    assert swapped_roles("Transformers outperformed classical ensemble methods.", source)
+    assert not swapped_roles("Classical ensemble methods outperform transformers.", source)
+    assert swapped_roles("It replaces batch normalization with layer normalization.", source)
+    assert not swapped_roles("It replaces layer normalization with batch normalization.", source)
+    assert _opposite_pairs("Outlier words have high token probabilities.", source)
+    assert not _opposite_pairs("Outlier words have low token probabilities.", source)
+    assert missing_phrases("It leads on the Long Range Graph Benchmark.", source) == [
+        "Long Range Graph Benchmark"
+    ]
+    assert missing_phrases("It leads on long range benchmarks.", source) == []

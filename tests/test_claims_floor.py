@@ -1,0 +1,53 @@
+"""The citation verifier on the labelled claim set (eval/data/claims.jsonl), with the real MiniLM.
+
+Floors under the figures measured (docs/verification.md): the thresholds and rules were tuned on the
+dev half, so dev is held to the issue's target and test to the figure it reached when held out.
+A change that makes the judge worse fails here; one that makes it better should raise the floors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from eval.claims_eval import evaluate, features, load_claims, sources_by_title
+from rag.embeddings import SentenceEmbedding
+from rag.verify import Verifier
+
+FLOORS = {  # split: (precision, recall) of "supported"
+    "dev": (0.95, 0.85),
+    "test": (0.80, 0.80),
+}
+ALWAYS_CAUGHT = ("number_changed", "wrong_source", "wrong_paper_same_topic")
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Any]:
+    verifier = Verifier(SentenceEmbedding())
+    rows = load_claims()
+    sources = sources_by_title()
+    feats = features(verifier, rows, sources)
+    out = {}
+    for split in FLOORS:
+        idx = [i for i, r in enumerate(rows) if r["split"] == split]
+        out[split] = evaluate(verifier, [rows[i] for i in idx], [feats[i] for i in idx])
+    return out
+
+
+@pytest.mark.parametrize("split", sorted(FLOORS))
+def test_precision_and_recall_floors(results: dict[str, Any], split: str) -> None:
+    overall = results[split]["overall"]
+    precision, recall = FLOORS[split]
+    assert overall["n"] >= 120
+    assert overall["precision"] >= precision, results[split]["errors"]
+    assert overall["recall"] >= recall, results[split]["errors"]
+
+
+@pytest.mark.parametrize("split", sorted(FLOORS))
+def test_changed_numbers_and_wrong_papers_are_always_caught(
+    results: dict[str, Any], split: str
+) -> None:
+    kinds = results[split]["kinds"]
+    for kind in ALWAYS_CAUGHT:
+        assert kinds[kind]["n"] >= 8 and kinds[kind]["accuracy"] == 1.0, (kind, kinds[kind])
