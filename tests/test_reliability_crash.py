@@ -2,16 +2,20 @@
 stores, and two ingests at once.
 
 The kill loop runs the real CLI in a subprocess with the real model on 40 bundled papers, kills it
-after a seeded random delay, reruns the ingest to completion and compares the store with a clean
+at a seeded random moment, reruns the ingest to completion and compares the store with a clean
 ingest: the same chunk ids, documents and metadata (no duplicates, none missing) and the same
 answer to a question. The subprocess writes in batches of 4 papers instead of 256 so that a 40-paper
-ingest has ten write points for a kill to land between or inside.
+ingest has ten write points for a kill to land between or inside. It prints a line as each write
+starts and ends; three runs in four are killed a random 0-1 s after the start or the end of a
+randomly chosen write (so the kill lands in the ingest however loaded the machine is), the fourth
+after a random delay from process start (imports, model load or ingest).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import shutil
 import signal
@@ -38,9 +42,15 @@ RUNS = int(os.environ.get("CRASH_RUNS", "20"))
 QUESTION = "What training-free metric predicts the trained performance of an RNN architecture?"
 # The real CLI, writing every 4 papers so that kills land between and inside writes.
 SMALL_BATCHES = (
-    "import sys, rag.ingest; rag.ingest.PAPER_BATCH = 4; "
+    "import sys, rag.ingest; rag.ingest.PAPER_BATCH = 4\n"
+    "commit = rag.ingest.Ingestor._commit\n"
+    "def marked(self, plan, report):\n"
+    "    print('@write-start', flush=True); commit(self, plan, report)\n"
+    "    print('@write-end', flush=True)\n"
+    "rag.ingest.Ingestor._commit = marked\n"
     "from rag.cli import app; app(['ingest', *sys.argv[1:]], prog_name='rag')"
 )
+WRITES = 10  # 40 papers in batches of 4
 
 Snapshot = dict[str, tuple[str, str, int, int, str]]
 
@@ -149,6 +159,31 @@ def crash_lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
 
 
+def read_markers(proc: subprocess.Popen[bytes]) -> queue.Queue[str | None]:
+    """The subprocess's stdout lines, read in a thread (None at its end)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.put(raw.decode(errors="replace").strip())
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def wait_for_marker(lines: queue.Queue[str | None], marker: str, count: int) -> bool:
+    """Until the `count`-th `marker` line: True, or False if the process ended first."""
+    seen = 0
+    while (line := lines.get(timeout=600)) is not None:
+        if line == marker:
+            seen += 1
+            if seen == count:
+                return True
+    return False
+
+
 # ---------------------------------------------------------------------------------- kill loop
 @pytest.mark.slow
 @pytest.mark.timeout(5400)
@@ -175,18 +210,21 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_clean_store(
         proc = subprocess.Popen(
             [sys.executable, "-c", SMALL_BATCHES, str(crash_lab["v2"])],
             env=cli_env(data_dir),
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
+        markers = read_markers(proc)
         if run % 4 == 3:  # any moment from process start: imports, model load, ingest
             delay = rng.uniform(0.5, (crash_lab["to_lock"] + crash_lab["ingesting"]) * 1.1)
+            moment = f"{delay:.2f} s after start"
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.01)
-        else:  # a moment while it reads, embeds and writes
-            delay = rng.uniform(0.0, crash_lab["ingesting"] * 1.1)
-            if wait_for_lock(proc, data_dir):
-                time.sleep(delay)
+        else:  # inside or just after a chosen write, wherever the ingest is in wall time
+            write, edge, delay = rng.randrange(WRITES), rng.choice(["start", "end"]), rng.random()
+            moment = f"{delay:.2f} s after write {write + 1} {edge}s"
+            wait_for_marker(markers, f"@write-{edge}", write + 1)
+            time.sleep(delay)
         finished = proc.poll() is not None
         if not finished:
             os.kill(proc.pid, signal.SIGKILL)
@@ -215,7 +253,7 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_clean_store(
         log.append(
             {
                 "run": run,
-                "delay": round(delay, 2),
+                "kill": moment,
                 "outcome": outcome,
                 "chunks_after_kill": len(after_kill),
                 "rerun_written": report.chunks_written,
