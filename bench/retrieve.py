@@ -1,0 +1,228 @@
+"""`python -m bench retrieve`: latency, memory, disk and HNSW recall at 1k / 10k / 100k chunks.
+
+One store grows through the sizes (see bench/retrieve_jobs.py for how the synthetic chunks and
+their vectors are made). At each size a fresh process opens it as `rag ask` would (embedded
+Chroma), and again through a `chroma run` server on 127.0.0.1 serving the same directory, and
+times, per query: the query embedding, the vector search (`Store.query`, 40 results, as the
+hybrid retriever asks), dense `Retriever.search`, `Assistant.retrieve` (the default retrieval)
+and extractive `Assistant.ask`. Writes bench/results/retrieve.json and the latency plot.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    PYTHON,
+    ROOT,
+    bundled_papers,
+    du_mb,
+    questions,
+    rss_mb,
+    run_worker,
+    save,
+    sentence_pool,
+    summary_ms,
+    table,
+)
+
+PLOT = ROOT / "docs" / "performance_latency.png"
+STAGES = ("embed", "search", "dense", "retrieve", "ask")
+
+
+def query_set(n: int, seed: int = 5) -> list[str]:
+    """The dev questions, then question-like queries built from corpus sentences."""
+    qs = [q for q, _ in questions()[0]]
+    rng = random.Random(seed)
+    pool = sentence_pool(bundled_papers())
+    starts = ("What does", "How does", "Which work shows that", "Why does")
+    while len(qs) < n:
+        words = rng.choice(pool).rstrip(".").split()
+        cut = words[: rng.randint(8, 16)]
+        qs.append(f"{rng.choice(starts)} {' '.join(cut)}?")
+    return qs[:n]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    chroma = Path(PYTHON).with_name("chroma")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(chroma), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("chroma run did not start within 120 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure_size(data_dir: Path, queries: list[str], server: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    embedded = run_worker(
+        "measure", {"data_dir": str(data_dir), "queries": queries, "recall": True}
+    )
+    out["embedded"] = embedded
+    if server:
+        proc, port = start_server(data_dir / "chroma")
+        try:
+            res = run_worker(
+                "measure",
+                {"data_dir": str(data_dir), "queries": queries, "host": "127.0.0.1", "port": port},
+            )
+            res["server_rss_mb"] = rss_mb(proc.pid)
+            out["server"] = res
+        finally:
+            stop_server(proc)
+    out["disk_chroma_mb"] = du_mb(data_dir / "chroma")
+    out["disk_bm25_mb"] = du_mb(data_dir / "bm25") if (data_dir / "bm25").exists() else 0.0
+    return out
+
+
+def plot(results: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(int(s) for s in results["sizes"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, side in zip(axes, ("embedded", "server"), strict=True):
+        for stage, label in (
+            ("search", "vector search"),
+            ("retrieve", "Assistant.retrieve"),
+            ("ask", "Assistant.ask (extractive)"),
+            ("embed", "query embedding"),
+        ):
+            xs, p50, p95 = [], [], []
+            for size in sizes:
+                entry = results["sizes"][str(size)].get(side)
+                if not entry:
+                    continue
+                s = entry["summary"][stage]
+                xs.append(entry["count"])
+                p50.append(s["p50_ms"])
+                p95.append(s["p95_ms"])
+            if xs:
+                line = ax.plot(xs, p50, marker="o", label=f"{label} p50")[0]
+                ax.plot(xs, p95, marker="x", linestyle="--", color=line.get_color(), alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("chunks in the collection")
+        ax.set_title(f"{side} Chroma (dashed: p95)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency per query (ms)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT, dpi=110)
+
+
+def main(sizes: list[int], n_queries: int, *, server: bool, workdir: str | None) -> None:
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rag-bench-retrieve-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data_dir = work / "store"
+    material = work / "material.npz"
+    prep = run_worker("material", {"out": str(material), "data_dir": str(data_dir)})
+    queries = query_set(n_queries)
+    results: dict[str, Any] = {
+        "workdir": str(work),
+        "material": prep,
+        "queries": len(queries),
+        "question_source": questions()[1],
+        "sizes": {},
+    }
+    for size in sorted(sizes):
+        grown = run_worker(
+            "grow", {"material": str(material), "data_dir": str(data_dir), "size": size}
+        )
+        print(
+            f"  {size:,} chunks: inserted {grown['written']:,} in {grown['seconds']:.0f} s "
+            f"({grown['inserts_per_s']:.0f}/s)",
+            flush=True,
+        )
+        entry = measure_size(data_dir, queries, server)
+        entry["grow"] = grown
+        for side in ("embedded", "server"):
+            if side in entry:
+                entry[side]["summary"] = {
+                    stage: summary_ms(entry[side]["timings"][stage]) for stage in STAGES
+                }
+        results["sizes"][str(size)] = entry
+        results["hnsw"] = grown["hnsw"]
+        save("retrieve", results)
+        _print(results)
+    plot(results)
+    print(f"plot: {PLOT}")
+    print(f"wrote {save('retrieve', results)}")
+
+
+def _print(results: dict[str, Any]) -> None:
+    rows = []
+    for size, entry in results["sizes"].items():
+        for side in ("embedded", "server"):
+            if side not in entry:
+                continue
+            e = entry[side]
+            s = e["summary"]
+            rows.append(
+                [
+                    f"{int(size):,} {side}",
+                    s["embed"]["p50_ms"],
+                    s["search"]["p50_ms"],
+                    s["search"]["p95_ms"],
+                    s["dense"]["p50_ms"],
+                    s["retrieve"]["p50_ms"],
+                    s["retrieve"]["p95_ms"],
+                    s["ask"]["p50_ms"],
+                    s["ask"]["p95_ms"],
+                    e.get("recall@10", float("nan")),
+                    e.get("server_rss_mb", e["rss_above_model_mb"]),
+                    entry["disk_chroma_mb"],
+                ]
+            )
+    table(
+        f"retrieval latency (ms), {results['queries']} queries per size",
+        [
+            "chunks / store",
+            "embed p50",
+            "search p50",
+            "search p95",
+            "dense p50",
+            "retrieve p50",
+            "retrieve p95",
+            "ask p50",
+            "ask p95",
+            "recall@10",
+            "RSS MB*",
+            "disk MB",
+        ],
+        rows,
+    )
+    print("* embedded: client RSS above the loaded model; server: RSS of the chroma process")
