@@ -21,6 +21,7 @@ from rag.settings import Settings
 log = logging.getLogger(__name__)
 
 SCHEMA = "1"
+GET_PAGE = 10_000  # rows per page of an unbounded `Store.get`
 
 
 @dataclass(frozen=True)
@@ -199,10 +200,12 @@ class Store:
             return {}
         got = self._call(
             self.collection.get,
-            where={"$and": [{"paper_id": {"$in": list(paper_ids)}}, {"position": 0}]},
+            # `paper_id $in` alone, position filtered here: Chroma's `$and` of the two scans the
+            # whole metadata table (126 ms vs ~25 ms per query at 100k chunks, bench retrieve).
+            where={"paper_id": {"$in": list(paper_ids)}},
             include=["metadatas"],
         )
-        return {str(m["paper_id"]): m for m in got["metadatas"] or []}
+        return {str(m["paper_id"]): m for m in got["metadatas"] or [] if m.get("position") == 0}
 
     def get(
         self,
@@ -212,21 +215,42 @@ class Store:
         limit: int | None = None,
         offset: int | None = None,
     ) -> dict[str, Any]:
-        return self._call(
-            self.collection.get,
-            ids=list(ids) if ids else None,
-            where=where,
-            include=list(include),
-            limit=limit,
-            offset=offset,
-        )
+        if ids or limit is not None:
+            return self._call(
+                self.collection.get,
+                ids=list(ids) if ids else None,
+                where=where,
+                include=list(include),
+                limit=limit,
+                offset=offset,
+            )
+        # Unbounded reads go page by page: one Chroma `get` of more than ~32k rows fails
+        # ("too many SQL variables") in its SQLite metadata segment.
+        merged: dict[str, Any] = {}
+        start = offset or 0
+        while True:
+            page = self._call(
+                self.collection.get,
+                where=where,
+                include=list(include),
+                limit=GET_PAGE,
+                offset=start,
+            )
+            for key in ("ids", *include):
+                if page.get(key) is not None:
+                    merged.setdefault(key, []).extend(page[key])
+            merged.setdefault("ids", [])
+            for key in include:
+                merged.setdefault(key, [])
+            if len(page["ids"]) < GET_PAGE:
+                return merged
+            start += GET_PAGE
 
     def count(self) -> int:
         return int(self._call(self.collection.count))
 
     def paper_count(self) -> int:
-        got = self._call(self.collection.get, where={"position": 0}, include=[])
-        return len(got["ids"])
+        return len(self.get(where={"position": 0}, include=[])["ids"])
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
