@@ -245,11 +245,13 @@ class ExtractiveBackend:
         max_sentences: int = 3,
         min_focus: float = 0.2,
         min_focus_named: float = 0.15,
+        min_extra_score: float = 0.30,
     ) -> None:
         self.min_overlap = min_overlap  # share of the question's terms the best sentence must cover
         self.max_sentences = max_sentences
         self.min_focus = min_focus  # numeric questions: share of non-title terms beside the number
         self.min_focus_named = min_focus_named  # the same, when the question names the paper
+        self.min_extra_score = min_extra_score  # cosine a second paper needs to be quoted too
 
     def rank(self, question: str, sources: list[Source]) -> list[tuple[float, float, Source, str]]:
         """(score, question-term coverage, source, sentence), best first."""
@@ -305,22 +307,29 @@ class ExtractiveBackend:
                 if not name_in(name, lower, haystack):
                     return False  # a model, dataset or paper the question names is not there
         if _NUMERIC_Q.search(question):
-            named = bool(question_names(question))  # sources already scoped to those names
-            focus_sources = {src.number for src in sources[:3]}
-            head = answer_head(question)
-            measured = measured_terms(question) or ({head} if head else set())
-            for _score, _cov, src, sent in ranked:
-                if src.number not in focus_sources or not numbers(sent):
-                    continue
-                sent_terms = set(terms(sent))
-                focus = set(terms(question)) - set(terms(src.title))
-                share = len(focus & sent_terms) / len(focus) if focus else 1.0
-                if measured and not measured & sent_terms and share < 0.5:
-                    continue  # a number, but not of the thing asked about ("how many heads")
-                if share >= (self.min_focus_named if named else self.min_focus):
-                    return True
-            return False  # no sentence gives a number about what was asked
+            # no sentence gives a number about what was asked -> cannot answer
+            return self.numeric_evidence(question, sources, ranked) is not None
         return True
+
+    def numeric_evidence(
+        self, question: str, sources: list[Source], ranked: list[tuple[float, float, Source, str]]
+    ) -> tuple[Source, str] | None:
+        """The best sentence that gives a number about what a numeric question asks."""
+        named = bool(question_names(question))  # sources already scoped to those names
+        focus_sources = {src.number for src in sources[:3]}
+        head = answer_head(question)
+        measured = measured_terms(question) or ({head} if head else set())
+        for _score, _cov, src, sent in ranked:
+            if src.number not in focus_sources or not numbers(sent):
+                continue
+            sent_terms = set(terms(sent))
+            focus = set(terms(question)) - set(terms(src.title))
+            share = len(focus & sent_terms) / len(focus) if focus else 1.0
+            if measured and not measured & sent_terms and share < 0.5:
+                continue  # a number, but not of the thing asked about ("how many heads")
+            if share >= (self.min_focus_named if named else self.min_focus):
+                return src, sent
+        return None
 
     def scoped(self, question: str, sources: list[Source]) -> list[Source]:
         """The sources an answer may quote: those that name everything the question names.
@@ -363,11 +372,19 @@ class ExtractiveBackend:
             if per_source.get(src.number, 0) >= limit:
                 continue
             if chosen and (
-                score < best * (0.75 if list_question else 0.85) or coverage < self.min_overlap
+                score < best * (0.75 if list_question else 0.65)
+                or coverage < self.min_overlap
+                # a further sentence from another paper needs that paper to be close on its own
+                or (src.number != chosen[0][0].number and src.score < self.min_extra_score)
             ):
                 continue
             chosen.append((src, sent))
             per_source[src.number] = per_source.get(src.number, 0) + 1
+        if _NUMERIC_Q.search(question) and not any(numbers(sent) for _, sent in chosen):
+            # A numeric question answered without a number: lead with the sentence that has it.
+            evidence = self.numeric_evidence(question, sources, ranked)
+            if evidence is not None:
+                chosen = [evidence, *chosen][: self.max_sentences]
         parts = []
         for src, sent in chosen:
             body = sent.rstrip()
