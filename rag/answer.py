@@ -11,6 +11,8 @@ Every backend returns raw text; `Verifier` decides what of it the user sees.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import math
 import re
@@ -606,6 +608,17 @@ def _retry_after(headers: Any) -> float | None:
 
 # -------------------------------------------------------------------------------------- local
 _LOCAL_MODELS: dict[str, Any] = {}
+
+
+@atexit.register
+def _close_local_models() -> None:
+    """Free llama.cpp models before interpreter shutdown (its __del__ then fails noisily)."""
+    for model in _LOCAL_MODELS.values():
+        with contextlib.suppress(Exception):
+            model.close()
+    _LOCAL_MODELS.clear()
+
+
 _LOCAL_LOCK = threading.Lock()
 
 
