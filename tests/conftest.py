@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(assistant: Assistant, *, startup: float = 120.0) -> Iterator[str]:
+    """`rag serve`'s app (rag.server.build_app) under uvicorn in a thread on a free 127.0.0.1
+    port; yields its URL and stops it afterwards."""
+    import threading
+
+    import uvicorn
+
+    from rag.server import build_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(15)
 
 
 @pytest.fixture(scope="session")

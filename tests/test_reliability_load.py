@@ -21,16 +21,14 @@ import html
 import json
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import CORPUS, free_port
+from conftest import CORPUS, serving
 
 from rag import Assistant, Settings
 from rag.corpus import load_corpus
@@ -242,30 +240,6 @@ def test_counting_tokens_beside_encoding_is_safe() -> None:
 
 
 # ------------------------------------------------------------------------------------ the UI
-@contextmanager
-def serving(assistant: Assistant) -> Iterator[str]:
-    """`rag serve`'s app (rag.server.build_app) under uvicorn on a free 127.0.0.1 port."""
-    import uvicorn
-
-    from rag.server import build_app
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-
-
 def client(url: str) -> Any:
     from gradio_client import Client
 

@@ -15,13 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, serving
 from typer.testing import CliRunner
 
 from rag import Answer, Assistant, Settings
@@ -229,10 +227,7 @@ def test_api_key_never_in_the_ui(
     """The served UI with a key and a failing endpoint: the page, its config and every reply."""
     pytest.importorskip("ui.app")
     import httpx
-    import uvicorn
     from gradio_client import Client
-
-    from rag.server import build_app
 
     caplog.set_level(logging.DEBUG)
     fake_llm.fault = "500"
@@ -244,27 +239,13 @@ def test_api_key_never_in_the_ui(
         llm_max_retries=0,
     )
     assistant = Assistant(settings, embedder=real_assistant.embedder, store=real_assistant.store)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started, "uvicorn did not start"
-    url = f"http://127.0.0.1:{port}/"
-    try:
+    with serving(assistant) as url:
         client = Client(url, verbose=False, download_files=False)
         _, chat, panel = client.predict(Q, [], 5, "any", "any", "", api_name="/ask")
         seen = [json.dumps(chat), str(panel)]
         assert "HTTP 500" in seen[0]  # the fallback notice is shown ...
         for path in ("", "config", "gradio_api/info"):
             seen.append(httpx.get(url + path, timeout=60).text)
-    finally:
-        server.should_exit = True
-        thread.join(15)
     assert any(h.get("Authorization") == f"Bearer {KEY}" for h in fake_llm.headers)
     for text in [*seen, caplog.text]:
         assert not leaks(text), text[:500]  # ... and the key nowhere

@@ -10,15 +10,12 @@ import datetime as dt
 import html
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LRA_TITLE, free_port
+from conftest import LRA_TITLE, serving
 
 from rag import CANNOT_ANSWER, Answer, Assistant, IngestFailure, IngestReport, Sentence, Source
 from ui.render import answer_html, esc, highlight, report_html, sources_html
@@ -116,35 +113,11 @@ def test_report_names_failures_by_upload_name_and_line() -> None:
 
 
 # ------------------------------------------------------------------------------- the app, e2e
-@contextmanager
-def serving(assistant: Assistant) -> Iterator[str]:
-    """`rag serve`'s app under uvicorn in a thread on a free 127.0.0.1 port; yields its URL."""
-    import uvicorn
-
-    from rag.server import build_app
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.1)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-
-
 @pytest.fixture
 def ui_url(real_assistant: Assistant) -> Iterator[str]:
     # A small upload limit (51 KiB) so the size check can be tested with a small file.
     real_assistant.settings = real_assistant.settings.with_overrides(max_upload_mb=0.05)
-    with serving(real_assistant) as url:
+    with serving(real_assistant, startup=60) as url:
         yield url
 
 
@@ -305,7 +278,7 @@ def test_llm_backend_badge_flagged_sentence_and_fallback_notice(
         llm="openai", llm_base_url=fake_llm.base_url, llm_max_retries=0, unsupported="flag"
     )
     assistant = Assistant(settings, embedder=real_assistant.embedder, store=real_assistant.store)
-    with serving(assistant) as url:
+    with serving(assistant, startup=60) as url:
         client = _client(url)
         _, chat, _ = client.predict(LRA_QUESTION, [], 5, "any", "any", "", api_name="/ask")
         reply = _raw(chat[-1]["content"])
