@@ -220,11 +220,15 @@ def names_found(question: str, source: Source) -> bool:
     scores 0.27 against the Uni-SMART abstract, yet that abstract is the one to answer from.
     """
     names = question_names(question)
+    # Long paraphrases name many things; one of four or more may be worded differently.
+    return bool(names) and names_named(names, source) >= math.ceil(0.75 * len(names))
+
+
+def names_named(names: set[str], source: Source) -> int:
+    """How many of `names` the source's title or abstract names."""
     haystack = f"{source.title} {source.text}"
     lower = haystack.lower()
-    found = sum(name_in(n, lower, haystack) for n in names)
-    # Long paraphrases name many things; one of four or more may be worded differently.
-    return bool(names) and found >= math.ceil(0.75 * len(names))
+    return sum(name_in(n, lower, haystack) for n in names)
 
 
 class Backend(Protocol):
@@ -344,11 +348,7 @@ class ExtractiveBackend:
         scoped = [src for src in sources if names_found(question, src)]
         if not scoped and re.search(r"\band\b", question):  # "PoolFormer and T2T-ViT": two papers
             names = question_names(question)
-            scoped = [
-                src
-                for src in sources
-                if any(name_in(n, f"{src.title} {src.text}".lower(), src.text) for n in names)
-            ]
+            scoped = [src for src in sources if names_named(names, src)]
         return scoped
 
     def compose(self, question: str, sources: list[Source]) -> str:

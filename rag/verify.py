@@ -140,7 +140,7 @@ def _opposite_pairs(claim: str, source: str) -> list[str]:
     source_pairs = _bigrams(source)
     found = []
     for word, following in _bigrams(claim) - source_pairs:
-        if any((v, following) in source_pairs for a in ANTONYMS.get(word, ()) for v in (a,)):
+        if any((opposite, following) in source_pairs for opposite in ANTONYMS.get(word, ())):
             found.append(f"{word} {following}")
     return sorted(found)
 
