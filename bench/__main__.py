@@ -2,7 +2,7 @@
 
     python -m bench fidelity                 # ONNX int8 / fp32 vs torch: cosine, speed, hit@1/MRR
     python -m bench ingest [--rounds 2] [--synthetic 1000]
-    python -m bench retrieve [--sizes 1000,10000,100000] [--server]
+    python -m bench retrieve [--sizes 1000,10000,100000,1000000] [--phase grow|measure|all]
     python -m bench startup
 
 Never part of the test run. See docs/performance.md for the figures and how to read them.
@@ -26,6 +26,9 @@ def main() -> None:
     retrieve.add_argument("--queries", type=int, default=100)
     retrieve.add_argument("--no-server", action="store_true", help="skip the `chroma run` side")
     retrieve.add_argument("--workdir", default=None, help="keep / reuse stores here")
+    retrieve.add_argument(
+        "--phase", choices=("all", "grow", "measure"), default="all", help="grow stores, time them"
+    )
     sub.add_parser("startup", help="`rag --help` and first `rag ask` wall time")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -45,6 +48,7 @@ def main() -> None:
             args.queries,
             server=not args.no_server,
             workdir=args.workdir,
+            phase=args.phase,
         )
     else:
         from bench import startup

@@ -1,4 +1,4 @@
-"""`python -m bench retrieve`: latency, memory, disk and HNSW recall at 1k / 10k / 100k chunks.
+"""`python -m bench retrieve`: latency, memory, disk and HNSW recall at 1k / 10k / 100k / 1M chunks.
 
 One store grows through the sizes (see bench/retrieve_jobs.py for how the synthetic chunks and
 their vectors are made). At each size a fresh process opens it as `rag ask` would (embedded
@@ -144,12 +144,27 @@ def plot(results: dict[str, Any]) -> None:
     fig.savefig(PLOT, dpi=110)
 
 
-def main(sizes: list[int], n_queries: int, *, server: bool, workdir: str | None) -> None:
+def main(
+    sizes: list[int], n_queries: int, *, server: bool, workdir: str | None, phase: str = "all"
+) -> None:
+    """`phase`: "grow" builds the stores only, "measure" times stores grown earlier, "all" both.
+
+    The store grows through the sizes; every size but the largest is copied to
+    `<workdir>/store-<size>` on the way, so the sizes can be measured later, on a quiet machine,
+    without regrowing (a 1M-chunk store takes the better part of an hour to insert here).
+    """
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rag-bench-retrieve-"))
     work.mkdir(parents=True, exist_ok=True)
     data_dir = work / "store"
     material = work / "material.npz"
     prep = run_worker("material", {"out": str(material), "data_dir": str(data_dir)})
+    sizes = sorted(sizes)
+    if phase in ("grow", "all"):
+        grown_at = _grow_all(work, material, sizes)
+        if phase == "grow":
+            return
+    else:
+        grown_at = _load_json(work / "grown.json")
     queries = query_set(n_queries)
     results: dict[str, Any] = {
         "workdir": str(work),
@@ -158,16 +173,9 @@ def main(sizes: list[int], n_queries: int, *, server: bool, workdir: str | None)
         "question_source": questions()[1],
         "sizes": {},
     }
-    for size in sorted(sizes):
-        grown = run_worker(
-            "grow", {"material": str(material), "data_dir": str(data_dir), "size": size}
-        )
-        print(
-            f"  {size:,} chunks: inserted {grown['written']:,} in {grown['seconds']:.0f} s "
-            f"({grown['inserts_per_s']:.0f}/s)",
-            flush=True,
-        )
-        entry = measure_size(data_dir, queries, server)
+    for size in sizes:
+        grown = grown_at[str(size)]
+        entry = measure_size(_store_dir(work, size, sizes), queries, server)
         entry["grow"] = grown
         for side in ("embedded", "server"):
             if side in entry:
@@ -181,6 +189,45 @@ def main(sizes: list[int], n_queries: int, *, server: bool, workdir: str | None)
     plot(results)
     print(f"plot: {PLOT}")
     print(f"wrote {save('retrieve', results)}")
+
+
+def _store_dir(work: Path, size: int, sizes: list[int]) -> Path:
+    return work / "store" if size == max(sizes) else work / f"store-{size}"
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    import json
+
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run with --phase grow (or all) first")
+    return dict(json.loads(path.read_text()))
+
+
+def _grow_all(work: Path, material: Path, sizes: list[int]) -> dict[str, Any]:
+    import json
+    import shutil
+
+    data_dir = work / "store"
+    log_path = work / "grown.json"
+    grown_at: dict[str, Any] = json.loads(log_path.read_text()) if log_path.exists() else {}
+    for size in sizes:
+        snapshot = _store_dir(work, size, sizes)
+        if str(size) in grown_at and snapshot.exists():
+            continue
+        grown = run_worker(
+            "grow", {"material": str(material), "data_dir": str(data_dir), "size": size}
+        )
+        print(
+            f"  {size:,} chunks: inserted {grown['written']:,} in {grown['seconds']:.0f} s "
+            f"({grown['inserts_per_s']:.0f}/s)",
+            flush=True,
+        )
+        if snapshot != data_dir:
+            shutil.rmtree(snapshot, ignore_errors=True)
+            shutil.copytree(data_dir, snapshot)
+        grown_at[str(size)] = grown
+        log_path.write_text(json.dumps(grown_at, indent=1))
+    return grown_at
 
 
 def _print(results: dict[str, Any]) -> None:

@@ -73,7 +73,7 @@ def material(args: dict[str, Any]) -> dict[str, Any]:
         for chunk in chunks:
             ids.append(chunk.id)
             texts.append(chunk.text)
-            metas.append(chunk_metadata(paper, chunk, phash, len(chunks)))
+            metas.append(chunk_metadata(paper, chunk, phash, chunks))
     pool = sentence_pool(papers)
     titles = [p.title for p in papers]
     t = time.perf_counter()
@@ -136,9 +136,12 @@ def synthetic_paper(
     )
     pid = f"syn.{k:07d}"
     phash = hashlib.sha1(f"{pid}{abstract}".encode()).hexdigest()[:16]
+    texts = [f"{title}\n{body}" for body in bodies]
+    ids = [
+        f"{pid}#{pos}:{hashlib.sha1(t.encode()).hexdigest()[:12]}" for pos, t in enumerate(texts)
+    ]
     out = []
-    for pos, (pick, body) in enumerate(zip(picks, bodies, strict=True)):
-        text = f"{title}\n{body}"
+    for pos, (pick, body, text, cid) in enumerate(zip(picks, bodies, texts, ids, strict=True)):
         mean = svecs[pick].mean(axis=0)
         mean /= np.linalg.norm(mean)
         noise = rng.standard_normal(DIM).astype(np.float32)
@@ -156,11 +159,11 @@ def synthetic_paper(
             "line": k + 1,
             "paper_hash": phash,
             "n_chunks": CHUNKS_PER_PAPER,
+            "first": ids[0],
             "body": body,
         }
         if pos == 0:
             meta["abstract"] = abstract
-        cid = f"{pid}#{pos}:{hashlib.sha1(text.encode()).hexdigest()[:12]}"
         out.append((cid, text, meta, vec.astype(np.float32)))
     return out
 

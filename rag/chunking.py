@@ -55,6 +55,11 @@ def chunk_id(paper_id: str, position: int, text: str) -> str:
     return f"{paper_id}#{position}:{digest}"
 
 
+def paper_of(chunk_id: str) -> str:
+    """The paper id inside a chunk id (`<paper id>#<position>:<digest>`), read without Chroma."""
+    return chunk_id.rpartition("#")[0] or chunk_id
+
+
 def fingerprint(chunk_tokens: int, chunk_overlap: int) -> str:
     """Identifies the chunking scheme; stored with the collection."""
     return f"tiktoken-cl100k-sentence:v1:{chunk_tokens}:{chunk_overlap}"

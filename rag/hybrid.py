@@ -14,13 +14,15 @@ import difflib
 import json
 import logging
 import re
+import shutil
 import threading
 from pathlib import Path
+from sys import intern
 from typing import Any
 
 import numpy as np
 
-from rag.retrieve import Filters, Retriever
+from rag.retrieve import Filters, Retriever, pick
 from rag.settings import Settings
 from rag.store import Hit, Store
 from rag.text import terms
@@ -28,6 +30,9 @@ from rag.types import Source
 
 log = logging.getLogger(__name__)
 
+# How far HNSW may miss: a chunk outside the approximate nearest `fetch` can score a little above
+# the weakest one returned (recall@10 is 0.965 at 100k chunks, docs/performance.md).
+HNSW_SLACK = 0.02
 _ACRONYM = re.compile(r"((?:[\w\-]+\s+){1,7}?[\w\-]+)\s*\(([A-Z][A-Za-z0-9\-+]{1,12})\)")
 
 
@@ -62,6 +67,7 @@ class HybridRetriever(Retriever):
         self._bm25: Any = None
         self._ids: list[str] = []
         self._vocab: set[str] = set()
+        self._shelves: dict[tuple[str, int], list[str]] | None = None  # vocab by (first, len)
         self._acronyms: dict[str, str] = {}
         self._state: tuple[int, str] | None = None
 
@@ -93,9 +99,12 @@ class HybridRetriever(Retriever):
                 return False
             import bm25s
 
-            self._bm25 = bm25s.BM25.load(str(self.dir / "index"))
+            # Memory-mapped: the score matrix is read from the page cache on demand, not copied
+            # into the process (~110 MB at 100k chunks).
+            self._bm25 = bm25s.BM25.load(str(self.dir / meta.get("index", "index")), mmap=True)
             self._ids = meta["ids"]
             self._vocab = set(meta["vocab"])
+            self._shelves = None
             self._acronyms = meta["acronyms"]
             self._state = state
             return True
@@ -107,14 +116,17 @@ class HybridRetriever(Retriever):
         import bm25s
 
         cache_path = self.dir / "tokens.jsonl"
+        # Tokens are interned: one string object per distinct word, not one per occurrence
+        # (at 100k chunks that is ~10M strings, the bulk of a rebuild's memory).
         cache: dict[str, list[str]] = {}
         if cache_path.exists():
-            for line in cache_path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                    cache[row["id"]] = row["t"]
-                except (json.JSONDecodeError, KeyError):
-                    continue
+            with cache_path.open() as handle:
+                for line in handle:
+                    try:
+                        row = json.loads(line)
+                        cache[row["id"]] = [intern(t) for t in row["t"]]
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        continue
         got = self.store.get(include=[])
         ids = sorted(got["ids"])
         missing = [i for i in ids if i not in cache]
@@ -123,7 +135,7 @@ class HybridRetriever(Retriever):
             batch = missing[start : start + 2000]
             docs = self.store.get(ids=batch, include=["documents"])
             for cid, doc in zip(docs["ids"], docs["documents"], strict=False):
-                cache[cid] = tokenize(doc or "")
+                cache[cid] = [intern(t) for t in tokenize(doc or "")]
         tokens = [cache[i] for i in ids]
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp")
@@ -135,25 +147,41 @@ class HybridRetriever(Retriever):
         if ids:
             bm25.index(tokens, show_progress=False)
         # Acronyms are learnt from the stored text (first chunks carry whole abstracts).
-        firsts = self.store.get(where={"position": 0}, include=["metadatas"])
-        for meta in firsts["metadatas"] or []:
-            acronyms.update(find_acronyms(str(meta.get("abstract", ""))))
-            acronyms.update(find_acronyms(str(meta.get("title", ""))))
+        for page in self.store.pages(where={"position": 0}, include=["metadatas"]):
+            for meta in page["metadatas"] or []:
+                acronyms.update(find_acronyms(str(meta.get("abstract", ""))))
+                acronyms.update(find_acronyms(str(meta.get("title", ""))))
         self._bm25, self._ids, self._state = bm25, ids, state
         self._vocab = {t for doc in tokens for t in doc}
+        self._shelves = None
         self._acronyms = acronyms
+        # Each build goes to a directory of its own: other processes may have the previous one
+        # memory-mapped, and rewriting a mapped file in place would crash them (SIGBUS). Old
+        # builds are unlinked once the manifest names the new one; their readers keep the inodes.
+        index = f"index-{state[1][:12]}"
         if ids:
-            bm25.save(str(self.dir / "index"))
-        (self.dir / "manifest.json").write_text(
+            shutil.rmtree(self.dir / index, ignore_errors=True)
+            bm25.save(str(self.dir / index))
+            # Serve from the memory-mapped copy, as a fresh process would, and let the
+            # in-memory build go.
+            self._bm25 = bm25s.BM25.load(str(self.dir / index), mmap=True)
+        manifest = self.dir / "manifest.json"
+        tmp_manifest = manifest.with_suffix(".tmp")
+        tmp_manifest.write_text(
             json.dumps(
                 {
                     "state": list(state),
+                    "index": index,
                     "ids": ids,
                     "vocab": sorted(self._vocab),
                     "acronyms": acronyms,
                 }
             )
         )
+        tmp_manifest.replace(manifest)
+        for old in self.dir.glob("index*"):
+            if old.name != index and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
         log.info("BM25 index: %d chunks (%d newly tokenised)", len(ids), len(missing))
 
     # ------------------------------------------------------------------------------ queries
@@ -174,9 +202,25 @@ class HybridRetriever(Retriever):
             if token in self._vocab or len(token) < 5 or token.isdigit():
                 tokens.append(token)
                 continue
-            close = difflib.get_close_matches(token, self._vocab, n=1, cutoff=0.85)
-            tokens.append(close[0] if close else token)
+            tokens.append(self._close_word(token) or token)
         return tokens
+
+    def _close_word(self, token: str) -> str | None:
+        """The vocabulary word closest to an unknown query word (a typo), among words with its
+        first letter and within two of its length: difflib over a whole large vocabulary costs
+        tens of ms per word, and a first-letter typo is rare."""
+        if self._shelves is None:
+            shelves: dict[tuple[str, int], list[str]] = {}
+            for word in self._vocab:
+                shelves.setdefault((word[:1], len(word)), []).append(word)
+            self._shelves = shelves
+        near = [
+            w
+            for length in range(len(token) - 2, len(token) + 3)
+            for w in self._shelves.get((token[:1], length), ())
+        ]
+        close = difflib.get_close_matches(token, near, n=1, cutoff=0.85)
+        return close[0] if close else None
 
     def bm25_scores(self, question: str, n: int) -> dict[str, float]:
         """Chunk id -> BM25 score of the top `n` chunks with any query term."""
@@ -185,10 +229,11 @@ class HybridRetriever(Retriever):
         tokens = [t for t in self._query_tokens(question) if t in self._vocab]
         if not tokens:
             return {}
-        docs, scores = self._bm25.retrieve([tokens], k=min(n, len(self._ids)), show_progress=False)
-        return {
-            self._ids[int(i)]: float(s) for i, s in zip(docs[0], scores[0], strict=False) if s > 0
-        }
+        scores = self._bm25.get_scores(tokens)
+        rows = np.flatnonzero(scores)  # only chunks with a query term (a partition of all of
+        if len(rows) > n:  # them costs ~5 ms at 100k chunks, of these well under 1 ms)
+            rows = rows[np.argpartition(-scores[rows], n - 1)[:n]]
+        return {self._ids[int(i)]: float(scores[i]) for i in rows}
 
     def search(
         self,
@@ -203,36 +248,60 @@ class HybridRetriever(Retriever):
         expanded = self.expand(question)
         fetch = max(40, top_k * 8)
         qvec = self.embed_query(expanded)
-        where = filters.where() if filters else None
-        dense = self.store.query(qvec, fetch, where)
-        if filters and filters.author:
-            dense = [
-                h
-                for h in dense
-                if filters.author.lower() in str(h.metadata.get("authors", "")).lower()
-            ]
+        known: dict[str, Hit] = {}  # chunks whose text and metadata have been read
+        if filters and filters.author:  # authors are matched on metadata, so read it for all
+            full = self.store.query(qvec, fetch, filters.where())
+            n_dense = len(full)
+            known = {h.id: h for h in full if _matches(h.metadata, filters)}
+            cosine = {cid: 1.0 - h.distance for cid, h in known.items()}
+        else:
+            scored = self.store.nearest(qvec, fetch, filters.where() if filters else None)
+            n_dense = len(scored)
+            cosine = {cid: 1.0 - d for cid, d in scored}
         sparse = self.bm25_scores(expanded, fetch)
-        by_id = {h.id: h for h in dense}
-        extra = [cid for cid in sparse if cid not in by_id]
-        if extra:
-            got = self.store.get(ids=extra, include=["documents", "metadatas", "embeddings"])
-            for cid, doc, meta, vec in zip(
-                got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=False
-            ):
-                if filters and not _matches(meta, filters):
-                    continue
-                cos = float(np.dot(np.asarray(vec, dtype=np.float32), qvec))
-                by_id[cid] = Hit(cid, doc or "", meta or {}, 1.0 - cos)
         # Convex fusion of cosine and max-normalised BM25: a rare exact term ("7.988x", a model
         # name) lifts its chunk even when the dense ranking puts a topical neighbour first.
         top_bm25 = max(sparse.values(), default=0.0) or 1.0
         fused = {
-            cid: self.alpha * (1.0 - hit.distance)
-            + (1.0 - self.alpha) * sparse.get(cid, 0.0) / top_bm25
-            for cid, hit in by_id.items()
+            cid: self.alpha * cos + (1.0 - self.alpha) * sparse.get(cid, 0.0) / top_bm25
+            for cid, cos in cosine.items()
         }
+        # BM25-only chunks need their vectors for the cosine. They were not among the `fetch`
+        # nearest, so their cosine is at most about the weakest dense hit's: read only those that
+        # could still reach the top_k with it.
+        extra = [cid for cid in sparse if cid not in cosine]
+        if extra:
+            ceiling = min(cosine.values()) + HNSW_SLACK if n_dense >= fetch and cosine else 1.0
+            floor = _kth_score(fused, top_k, per_paper=per_paper)
+            extra = [
+                cid
+                for cid in extra
+                if self.alpha * ceiling + (1.0 - self.alpha) * sparse[cid] / top_bm25 >= floor
+            ]
+        if extra:  # vectors only (~1 ms for 40 at 100k chunks); metadata when a filter needs it
+            include = ["embeddings", "documents", "metadatas"] if filters else ["embeddings"]
+            got = self.store.get(ids=extra, include=include)
+            for row, (cid, vec) in enumerate(zip(got["ids"], got["embeddings"], strict=False)):
+                if filters:
+                    meta = got["metadatas"][row] or {}
+                    if not _matches(meta, filters):
+                        continue
+                cos = float(np.dot(np.asarray(vec, dtype=np.float32), qvec))
+                if filters:
+                    known[cid] = Hit(cid, got["documents"][row] or "", meta, 1.0 - cos)
+                cosine[cid] = cos
+                fused[cid] = self.alpha * cos + (1.0 - self.alpha) * sparse[cid] / top_bm25
         ranked = sorted(fused, key=lambda c: fused[c], reverse=True)
-        return self.to_sources([by_id[c] for c in ranked], top_k, per_paper=per_paper)
+        chosen = pick(ranked, top_k, per_paper=per_paper)
+        unread = [(cid, 1.0 - cosine[cid]) for cid in chosen if cid not in known]
+        known.update((h.id, h) for h in self.store.hits(unread))
+        return self.to_sources([known[c] for c in chosen if c in known], top_k, per_paper=per_paper)
+
+
+def _kth_score(fused: dict[str, float], k: int, *, per_paper: bool) -> float:
+    """The fused score a chunk must reach to enter the top k (of distinct papers if per_paper)."""
+    ranked = pick(sorted(fused, key=lambda c: fused[c], reverse=True), k, per_paper=per_paper)
+    return fused[ranked[-1]] if len(ranked) == k else float("-inf")
 
 
 def _matches(meta: dict[str, Any], filters: Filters) -> bool:

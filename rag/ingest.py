@@ -48,7 +48,9 @@ def paper_hash(paper: Paper, chunking: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def chunk_metadata(paper: Paper, chunk: Chunk, phash: str, n_chunks: int) -> dict[str, Any]:
+def chunk_metadata(paper: Paper, chunk: Chunk, phash: str, chunks: list[Chunk]) -> dict[str, Any]:
+    """A chunk's Chroma metadata. `first` is the id of its paper's first chunk (which alone carries
+    the whole abstract), so retrieval fetches it by primary key instead of a metadata scan."""
     meta: dict[str, Any] = {
         "paper_id": paper.id,
         "position": chunk.position,
@@ -60,7 +62,8 @@ def chunk_metadata(paper: Paper, chunk: Chunk, phash: str, n_chunks: int) -> dic
         "source": Path(paper.source).name,
         "line": paper.line,
         "paper_hash": phash,
-        "n_chunks": n_chunks,
+        "n_chunks": len(chunks),
+        "first": chunks[0].id,
         "body": chunk.body,
     }
     if chunk.position == 0:
@@ -197,7 +200,7 @@ class Ingestor:
                     continue  # written by an earlier, interrupted run
                 ids.append(chunk.id)
                 texts.append(chunk.text)
-                metas.append(chunk_metadata(paper, chunk, phash, len(chunks)))
+                metas.append(chunk_metadata(paper, chunk, phash, chunks))
             stale.extend(cid for cid in stored if cid not in wanted)
             if stored:
                 report.updated += 1

@@ -1,8 +1,9 @@
 """Retrieval: question -> numbered `Source`s, at most one per paper by default.
 
 Dense search embeds the question with the same model as the chunks and asks Chroma for several
-times `top_k` chunks, keeps each paper's best chunk and fills in the whole abstract from the
-paper's first chunk. Optional filters (year range, author) are applied inside Chroma where it can
+times `top_k` chunk ids (the HNSW search alone), keeps each paper's best chunk (the paper id is
+part of the chunk id), then reads only the chosen chunks and their papers' first chunks (which
+carry the whole abstract) by primary key. Optional filters (year range, author) are applied inside Chroma where it can
 (years) and after it where it cannot (author substrings).
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rag.chunking import paper_of
 from rag.embeddings import encode
 from rag.store import Hit, Store
 from rag.types import Source
@@ -76,8 +78,14 @@ class Retriever:
         *,
         per_paper: bool = True,
     ) -> list[Source]:
-        fetch = max(20, top_k * (8 if filters and filters.author else 4))
-        hits = self.dense_hits(question, fetch, filters)
+        if filters and filters.author:  # authors are matched on metadata, so read it for all
+            hits = self.dense_hits(question, max(20, top_k * 8), filters)
+            return self.to_sources(hits, top_k, per_paper=per_paper)
+        where = filters.where() if filters else None
+        scored = self.store.nearest(self.embed_query(question), max(20, top_k * 4), where)
+        distance = dict(scored)
+        chosen = pick(list(distance), top_k, per_paper=per_paper)
+        hits = self.store.hits([(cid, distance[cid]) for cid in chosen])
         return self.to_sources(hits, top_k, per_paper=per_paper)
 
     def to_sources(self, hits: list[Hit], top_k: int, *, per_paper: bool = True) -> list[Source]:
@@ -92,7 +100,7 @@ class Retriever:
             chosen.append(hit)
             if len(chosen) == top_k:
                 break
-        firsts = self.store.first_chunks(list(seen)) if chosen else {}
+        firsts = self.store.first_chunks(chosen) if chosen else {}
         sources = []
         for number, hit in enumerate(chosen, start=1):
             meta = hit.metadata
@@ -112,3 +120,19 @@ class Retriever:
                 )
             )
         return sources
+
+
+def pick(ranked: list[str], top_k: int, *, per_paper: bool = True) -> list[str]:
+    """The first `top_k` chunk ids of a ranking, at most one per paper when `per_paper`."""
+    if not per_paper:
+        return ranked[:top_k]
+    chosen: list[str] = []
+    seen: set[str] = set()
+    for cid in ranked:
+        pid = paper_of(cid)
+        if pid not in seen:
+            seen.add(pid)
+            chosen.append(cid)
+            if len(chosen) == top_k:
+                break
+    return chosen

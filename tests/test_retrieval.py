@@ -11,6 +11,7 @@ import pytest
 from rag import Assistant, Filters
 from rag.hybrid import HybridRetriever, find_acronyms
 from rag.query import parse_filters
+from rag.store import Hit
 
 TODAY = dt.date(2026, 11, 22)
 
@@ -112,3 +113,120 @@ def test_parsed_filter_matching_nothing_falls_back_with_notice(real_assistant: A
     assert answer.filters == {}
     assert answer.notice and "1999" in answer.notice
     assert "16K" in answer.text
+
+
+def test_pick_keeps_one_chunk_per_paper_from_the_chunk_ids() -> None:
+    from rag.chunking import paper_of
+    from rag.retrieve import pick
+
+    ranked = ["2101.1#1:aa", "2101.1#0:bb", "w/2#0:cc", "2101.3#2:dd", "w/2#1:ee"]
+    assert paper_of("w/2#1:ee") == "w/2"
+    assert pick(ranked, 3) == ["2101.1#1:aa", "w/2#0:cc", "2101.3#2:dd"]
+    assert pick(ranked, 2, per_paper=False) == ranked[:2]
+
+
+FUSION_QUESTIONS = [
+    "Which method reaches 7.988x compression?",
+    "What range of sequence lengths does the Long Range Arena benchmark cover?",
+    "distilation token for long-taled datasets with vision transformrs",
+    "How do sparse attention patterns reduce the quadratic cost of self-attention?",
+    "Which papers study KV cache compression for long context inference?",
+    "What datasets are used to evaluate retrieval-augmented generation?",
+    "How is knowledge distillation applied to vision transformers?",
+    "Which tokenizer-free models operate on bytes?",
+]
+
+
+@pytest.mark.e2e
+def test_pruned_fusion_ranks_like_reading_every_bm25_hit(
+    real_assistant: Assistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Skipping BM25-only chunks that cannot reach the top k must not change any ranking."""
+    import rag.hybrid as hybrid
+
+    retriever = real_assistant.retriever
+    assert isinstance(retriever, HybridRetriever)
+    cases = [(q, None) for q in FUSION_QUESTIONS] + [
+        (FUSION_QUESTIONS[3], Filters(year_from=2023)),
+        (FUSION_QUESTIONS[6], Filters(author="a")),
+    ]
+    reads: list[int] = []
+    get = real_assistant.store.get
+
+    def counting_get(*args: object, **kwargs: object) -> dict[str, list[object]]:
+        reads.append(len(kwargs.get("ids") or []))  # type: ignore[arg-type]
+        return get(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(real_assistant.store, "get", counting_get)
+    pruned = [
+        [(s.paper_id, s.snippet, s.score) for s in retriever.search(q, 5, f)] for q, f in cases
+    ]
+    pruned_reads = sum(reads)
+    reads.clear()
+    monkeypatch.setattr(hybrid, "_kth_score", lambda *a, **k: float("-inf"))
+    full = [[(s.paper_id, s.snippet, s.score) for s in retriever.search(q, 5, f)] for q, f in cases]
+    assert pruned == full
+    assert all(len(r) == 5 for r in full[: len(FUSION_QUESTIONS)])
+    assert pruned_reads < sum(reads)  # and it did skip some
+
+
+@pytest.mark.e2e
+def test_sources_get_the_whole_abstract_by_primary_key(
+    real_assistant: Assistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = real_assistant.store
+    later = store.get(where={"position": 1}, include=["documents", "metadatas"], limit=3)
+    assert later["ids"], "the bundled corpus has papers of more than one chunk"
+    hits = [
+        Hit(cid, doc, meta, 0.1)
+        for cid, doc, meta in zip(later["ids"], later["documents"], later["metadatas"], strict=True)
+    ]
+    assert all(h.metadata["first"].startswith(h.metadata["paper_id"] + "#0:") for h in hits)
+    wheres: list[object] = []
+    get = store.collection.get
+
+    def spy(*args: object, **kwargs: object) -> object:
+        wheres.append(kwargs.get("where"))
+        return get(*args, **kwargs)
+
+    monkeypatch.setattr(store.collection, "get", spy)
+    firsts = store.first_chunks(hits)
+    assert wheres == [None]  # one read by id, no metadata scan
+    for hit in hits:
+        pid = hit.metadata["paper_id"]
+        assert firsts[pid]["position"] == 0
+        assert hit.metadata["body"] in firsts[pid]["abstract"]
+    # A store ingested before chunks named their first chunk still works (by a scan).
+    old = [
+        Hit(h.id, h.document, {k: v for k, v in h.metadata.items() if k != "first"}, 0.1)
+        for h in hits
+    ]
+    assert store.first_chunks(old) == firsts
+    assert wheres[-1] == {"paper_id": {"$in": [h.metadata["paper_id"] for h in hits]}}
+
+
+@pytest.mark.e2e
+def test_bm25_rebuild_never_rewrites_a_mapped_index(
+    real_assistant: Assistant, tmp_path: Path
+) -> None:
+    """Another process may have the index memory-mapped: a rebuild writes a new directory."""
+    assistant = Assistant(
+        real_assistant.settings, embedder=real_assistant.embedder, store=real_assistant.store
+    )
+    assistant.retrieve("warm up the index")
+    root = assistant.settings.data_dir / "bm25" / "papers"
+    before = json.loads((root / "manifest.json").read_text())["index"]
+    reader = HybridRetriever(assistant.store, assistant.embedder, assistant.settings)
+    reader.refresh()  # maps `before`, like a server process would
+    scores = reader.bm25_scores("Long Range Arena sequence lengths", 10)
+    path = tmp_path / "new.jsonl"
+    path.write_text(
+        json.dumps({"id": "2501.00002", "title": "Quokka Arenas", "abstract": "Quokka arenas."})
+        + "\n"
+    )
+    assistant.ingest([path])
+    assistant.retrieve("Quokka arenas")
+    after = json.loads((root / "manifest.json").read_text())["index"]
+    assert after != before
+    assert sorted(p.name for p in root.glob("index*")) == [after]
+    assert reader.bm25_scores("Long Range Arena sequence lengths", 10) == scores
