@@ -3,7 +3,7 @@
 One store grows through the sizes (see bench/retrieve_jobs.py for how the synthetic chunks and
 their vectors are made). At each size a fresh process opens it as `rag ask` would (embedded
 Chroma), and again through a `chroma run` server on 127.0.0.1 serving the same directory, and
-times, per query: the query embedding, the vector search (`Store.query`, 40 results, as the
+times, per query: the query embedding, the vector search (`Store.nearest`, 40 ids, as the
 hybrid retriever asks), dense `Retriever.search`, `Assistant.retrieve` (the default retrieval)
 and extractive `Assistant.ask`. Writes bench/results/retrieve.json and the latency plot.
 """
@@ -84,7 +84,7 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 def measure_size(data_dir: Path, queries: list[str], server: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"bm25_index": run_worker("index", {"data_dir": str(data_dir)})}
     embedded = run_worker(
         "measure", {"data_dir": str(data_dir), "queries": queries, "recall": True}
     )

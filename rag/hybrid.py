@@ -116,41 +116,40 @@ class HybridRetriever(Retriever):
         import bm25s
 
         cache_path = self.dir / "tokens.jsonl"
-        # Tokens are interned: one string object per distinct word, not one per occurrence
-        # (at 100k chunks that is ~10M strings, the bulk of a rebuild's memory).
-        cache: dict[str, list[str]] = {}
+        # Per chunk: its tokens, interned (one string object per distinct word, not one per
+        # occurrence: ~10M strings at 100k chunks, the bulk of a rebuild's memory), and the
+        # acronyms its text defines (a definition sits inside one sentence, so inside one chunk).
+        cache: dict[str, tuple[list[str], dict[str, str]]] = {}
         if cache_path.exists():
             with cache_path.open() as handle:
                 for line in handle:
                     try:
                         row = json.loads(line)
-                        cache[row["id"]] = [intern(t) for t in row["t"]]
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        continue
+                        cache[row["id"]] = ([intern(t) for t in row["t"]], dict(row["a"]))
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                        continue  # unreadable, or from before acronyms were cached: re-read
         got = self.store.get(include=[])
         ids = sorted(got["ids"])
         missing = [i for i in ids if i not in cache]
-        acronyms: dict[str, str] = {}
         for start in range(0, len(missing), 2000):
             batch = missing[start : start + 2000]
             docs = self.store.get(ids=batch, include=["documents"])
             for cid, doc in zip(docs["ids"], docs["documents"], strict=False):
-                cache[cid] = [intern(t) for t in tokenize(doc or "")]
-        tokens = [cache[i] for i in ids]
+                cache[cid] = ([intern(t) for t in tokenize(doc or "")], find_acronyms(doc or ""))
+        tokens = [cache[i][0] for i in ids]
+        acronyms: dict[str, str] = {}
+        for cid in ids:
+            acronyms.update(cache[cid][1])
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp")
         with tmp.open("w") as handle:
             for cid in ids:
-                handle.write(json.dumps({"id": cid, "t": cache[cid]}) + "\n")
+                handle.write(json.dumps({"id": cid, "t": cache[cid][0], "a": cache[cid][1]}) + "\n")
         tmp.replace(cache_path)
+        del cache
         bm25 = bm25s.BM25()
         if ids:
             bm25.index(tokens, show_progress=False)
-        # Acronyms are learnt from the stored text (first chunks carry whole abstracts).
-        for page in self.store.pages(where={"position": 0}, include=["metadatas"]):
-            for meta in page["metadatas"] or []:
-                acronyms.update(find_acronyms(str(meta.get("abstract", ""))))
-                acronyms.update(find_acronyms(str(meta.get("title", ""))))
         self._bm25, self._ids, self._state = bm25, ids, state
         self._vocab = {t for doc in tokens for t in doc}
         self._shelves = None
