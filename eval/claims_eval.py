@@ -118,9 +118,10 @@ def main() -> None:
     parser.add_argument("--grid", action="store_true", help="search thresholds on dev")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
-    from rag.embeddings import SentenceEmbedding
+    from rag.embeddings import get_embedder
+    from rag.settings import Settings
 
-    verifier = Verifier(SentenceEmbedding())
+    verifier = Verifier(get_embedder(Settings()))  # the configured encoder, as answers use
     keep = {args.split, "dev"} if args.grid else {args.split}
     rows = [r for r in load_claims() if args.split == "all" or r["split"] in keep]
     sources = sources_by_title()

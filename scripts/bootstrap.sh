@@ -11,14 +11,14 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: the machine has a local CPU wheel; an unpinned torch pulls GBs of CUDA.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-extras="fast"
+extras=""
 for arg in "$@"; do
   case "$arg" in
-    dev|local) extras="$extras,$arg" ;;
+    dev|local) extras="${extras:+$extras,}$arg" ;;
     *) echo "unknown option '$arg' (use: dev, local)" >&2; exit 2 ;;
   esac
 done
-.venv/bin/python -m pip install -q -e ".[${extras}]"
+.venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
 if [[ ",$extras," == *",dev,"* ]] && ! command -v chromium >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
