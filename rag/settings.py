@@ -47,7 +47,9 @@ class Settings(BaseSettings):
         "1.6x faster ingest, same eval figures, docs/performance.md) or torch (fp32).",
     )
     embed_batch_size: int | None = Field(
-        None, ge=1, description="Texts per encoder batch; empty = the backend's best (onnx 16, torch 64)."
+        None,
+        ge=1,
+        description="Texts per encoder batch; empty = the backend's best (onnx 16, torch 64).",
     )
     chunk_tokens: int = Field(
         180,
