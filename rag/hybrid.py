@@ -189,9 +189,12 @@ class HybridRetriever(Retriever):
         extra = []
         lower = question.lower()
         for short, long_form in self._acronyms.items():
-            if re.search(rf"\b{re.escape(short)}\b", lower) and long_form.lower() not in lower:
+            # A substring test first: the regex runs only for the few acronyms that can match.
+            has_short = short in lower and bool(re.search(rf"\b{re.escape(short)}\b", lower))
+            has_long = long_form.lower() in lower
+            if has_short and not has_long:
                 extra.append(long_form)
-            elif long_form.lower() in lower and not re.search(rf"\b{re.escape(short)}\b", lower):
+            elif has_long and not has_short:
                 extra.append(short)
         return question if not extra else f"{question} ({'; '.join(extra[:4])})"
 
