@@ -31,6 +31,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# ONNX Runtime >= 1.29 uploads usage events (1DS, mobile.events.data.microsoft.com) on Linux too;
+# only this variable, set before onnxruntime initialises, stops all of it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def bundled_model_path() -> Path:

@@ -277,6 +277,9 @@ def _tokenizer(model_dir: Path, max_tokens: int | None) -> Any:
 def _session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
+    # ORT_DISABLE_TELEMETRY=1 (set on import, rag/embeddings.py) is what stops ONNX Runtime's
+    # 1DS uploads; tests/test_offline.py caught them in `rag ingest`. This covers runtime events.
+    ort.disable_telemetry_events()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
