@@ -137,9 +137,12 @@ class SentenceEmbedding(BaseEmbedding):
 
 
 _CACHE: dict[tuple[str, str, int], BaseEmbedding] = {}
-# Texts per batch when RAG_EMBED_BATCH_SIZE is empty. ONNX int8 on 2 cores: 12.2 s at 8 and 16,
-# 13.3-13.9 s at 64 for the bundled corpus's 644 chunks (length-sorted batches, same process).
-BEST_BATCH = {"onnx": 16, "torch": 64}
+# Texts per batch when RAG_EMBED_BATCH_SIZE is empty. ONNX int8 runs one text at a time: its
+# dynamic quantisation scales activations over the whole batch, so a text batched with others
+# gets a slightly different vector (cosine down to 0.9955 between batch 1 and 16 on the bundled
+# chunks), and a re-ingest could reorder near-tied sources. One at a time, a text always gets the
+# same vector; it costs ~20% of encode time (14.5-16.4 s vs 12.1-12.6 s at 16 for 644 chunks).
+BEST_BATCH = {"onnx": 1, "torch": 64}
 _CACHE_LOCK = threading.Lock()
 
 

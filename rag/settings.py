@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     embed_batch_size: int | None = Field(
         None,
         ge=1,
-        description="Texts per encoder batch; empty = the backend's best (onnx 16, torch 64).",
+        description="Texts per encoder batch; empty = the backend's best (onnx 1: int8 vectors then never depend on batch mates; torch 64).",
     )
     chunk_tokens: int = Field(
         180,

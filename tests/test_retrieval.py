@@ -230,3 +230,24 @@ def test_bm25_rebuild_never_rewrites_a_mapped_index(
     assert after != before
     assert sorted(p.name for p in root.glob("index*")) == [after]
     assert reader.bm25_scores("Long Range Arena sequence lengths", 10) == scores
+
+
+@pytest.mark.e2e
+def test_default_encoder_gives_a_text_the_same_vector_in_any_batch() -> None:
+    """int8 activations are scaled per batch: batched, a chunk's vector would depend on its
+    batch mates, and a re-ingest could reorder near-tied sources."""
+    import numpy as np
+
+    from rag import Settings
+    from rag.embeddings import get_embedder
+
+    embedder = get_embedder(Settings(_env_file=None))
+    texts = [
+        "Long Range Arena covers sequences from 1K to 16K tokens.",
+        "A much longer text about vision transformers, distillation tokens and long-tailed "
+        "datasets such as iNaturalist-2018, with a few numbers like 7.988x thrown in. " * 3,
+        "Short.",
+    ]
+    alone = np.stack([embedder.encode([t])[0] for t in texts])
+    assert np.array_equal(embedder.encode(texts), alone)
+    assert np.array_equal(embedder.encode(texts[::-1])[::-1], alone)
