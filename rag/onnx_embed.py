@@ -326,7 +326,7 @@ class OnnxEmbedding(BaseEmbedding):
     def __init__(
         self,
         model: str = BUNDLED_MODEL,
-        batch_size: int = 64,
+        batch_size: int = 1,  # see rag.embeddings.BEST_BATCH
         *,
         quantize: Quantize = "int8",
         threads: int = 2,
