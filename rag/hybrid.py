@@ -72,22 +72,19 @@ class HybridRetriever(Retriever):
         self._state: tuple[int, str] | None = None
 
     # ----------------------------------------------------------------------------- the index
-    def _store_state(self) -> tuple[int, str]:
-        got = self.store.get(include=[])
-        ids = sorted(got["ids"])
-        import hashlib
-
-        return len(ids), hashlib.sha1("\n".join(ids).encode()).hexdigest()
-
     def refresh(self) -> None:
         """Bring the BM25 index in line with the store (after an ingest); cheap when unchanged."""
+        import hashlib
+
         with self._lock:
-            state = self._store_state()
+            # One listing of the store's ids serves both the state check and a rebuild.
+            ids = sorted(self.store.get(include=[])["ids"])
+            state = (len(ids), hashlib.sha1("\n".join(ids).encode()).hexdigest())
             if self._bm25 is not None and state == self._state:
                 return
             if self._bm25 is None and self._load(state):
                 return
-            self._rebuild(state)
+            self._rebuild(state, ids)
 
     def _load(self, state: tuple[int, str]) -> bool:
         manifest = self.dir / "manifest.json"
@@ -112,7 +109,7 @@ class HybridRetriever(Retriever):
             log.warning("BM25 index at %s unreadable (%s); rebuilding", self.dir, exc)
             return False
 
-    def _rebuild(self, state: tuple[int, str]) -> None:
+    def _rebuild(self, state: tuple[int, str], ids: list[str]) -> None:
         import bm25s
 
         cache_path = self.dir / "tokens.jsonl"
@@ -128,8 +125,6 @@ class HybridRetriever(Retriever):
                         cache[row["id"]] = ([intern(t) for t in row["t"]], dict(row["a"]))
                     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                         continue  # unreadable, or from before acronyms were cached: re-read
-        got = self.store.get(include=[])
-        ids = sorted(got["ids"])
         missing = [i for i in ids if i not in cache]
         for start in range(0, len(missing), 2000):
             batch = missing[start : start + 2000]
@@ -284,12 +279,11 @@ class HybridRetriever(Retriever):
             include = ["embeddings", "documents", "metadatas"] if filters else ["embeddings"]
             got = self.store.get(ids=extra, include=include)
             for row, (cid, vec) in enumerate(zip(got["ids"], got["embeddings"], strict=False)):
+                cos = float(np.dot(np.asarray(vec, dtype=np.float32), qvec))
                 if filters:
                     meta = got["metadatas"][row] or {}
                     if not _matches(meta, filters):
                         continue
-                cos = float(np.dot(np.asarray(vec, dtype=np.float32), qvec))
-                if filters:
                     known[cid] = Hit(cid, got["documents"][row] or "", meta, 1.0 - cos)
                 cosine[cid] = cos
                 fused[cid] = self.alpha * cos + (1.0 - self.alpha) * sparse[cid] / top_bm25
