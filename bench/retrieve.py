@@ -11,15 +11,11 @@ and extractive `Assistant.ask`. Writes bench/results/retrieve.json and the laten
 from __future__ import annotations
 
 import random
-import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    PYTHON,
     ROOT,
     bundled_papers,
     du_mb,
@@ -28,6 +24,8 @@ from bench.common import (
     run_worker,
     save,
     sentence_pool,
+    start_chroma,
+    stop_process,
     summary_ms,
     table,
 )
@@ -49,40 +47,6 @@ def query_set(n: int, seed: int = 5) -> list[str]:
     return qs[:n]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    chroma = Path(PYTHON).with_name("chroma")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(chroma), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, port
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("chroma run did not start within 120 s")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def measure_size(data_dir: Path, queries: list[str], server: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"bm25_index": run_worker("index", {"data_dir": str(data_dir)})}
     embedded = run_worker(
@@ -90,7 +54,7 @@ def measure_size(data_dir: Path, queries: list[str], server: bool) -> dict[str, 
     )
     out["embedded"] = embedded
     if server:
-        proc, port = start_server(data_dir / "chroma")
+        proc, port = start_chroma(data_dir / "chroma", timeout=120)
         try:
             res = run_worker(
                 "measure",
@@ -99,7 +63,7 @@ def measure_size(data_dir: Path, queries: list[str], server: bool) -> dict[str, 
             res["server_rss_mb"] = rss_mb(proc.pid)
             out["server"] = res
         finally:
-            stop_server(proc)
+            stop_process(proc, 20)
     out["disk_chroma_mb"] = du_mb(data_dir / "chroma")
     out["disk_bm25_mb"] = du_mb(data_dir / "bm25") if (data_dir / "bm25").exists() else 0.0
     return out

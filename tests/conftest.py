@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,8 +27,10 @@ for key in list(os.environ):
         del os.environ[key]
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # the repo root, for bench.common
 from openai_server import FakeOpenAI  # noqa: E402
 
+from bench.common import start_chroma, stop_process  # noqa: E402
 from rag import Assistant, Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,30 +147,12 @@ def serving(assistant: Assistant, *, startup: float = 120.0) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A real `chroma run` server on 127.0.0.1."""
-    chroma = Path(sys.executable).with_name("chroma")
-    port = free_port()
-    path = tmp_path_factory.mktemp("chroma-server")
-    proc = subprocess.Popen(
-        [str(chroma), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("chroma run did not start within 60 s")
-    yield "127.0.0.1", port
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        proc, port = start_chroma(tmp_path_factory.mktemp("chroma-server"), timeout=60)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield "127.0.0.1", port
+    stop_process(proc, 10)
 
 
 def answer_reply(template: str) -> Any:
