@@ -1,7 +1,7 @@
 """Token-aware chunking: a paper becomes chunks that fit the embedding model.
 
-Chunks are split by llama-index's `SentenceSplitter` counting tiktoken (cl100k) tokens, each chunk
-prefixed with the paper title so it embeds with its context. Then every chunk is measured with the
+Chunks are split by llama-index's `SentenceSplitter` counting tiktoken (cl100k) tokens, at the
+sentence breaks rag uses everywhere (`rag.text.sentence_pieces`), each chunk prefixed with the paper title so it embeds with its context. Then every chunk is measured with the
 embedder's own tokenizer and split again if it would pass the model's limit (all-MiniLM-L6-v2 reads
 256 word pieces and silently drops the rest). Chunk ids are deterministic: paper id, position and a
 hash of the text, so re-ingesting unchanged text changes nothing.
@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from rag.types import Chunk, Paper
 
@@ -61,8 +62,31 @@ def paper_of(chunk_id: str) -> str:
 
 
 def fingerprint(chunk_tokens: int, chunk_overlap: int) -> str:
-    """Identifies the chunking scheme; stored with the collection."""
-    return f"tiktoken-cl100k-sentence:v1:{chunk_tokens}:{chunk_overlap}"
+    """Identifies the chunking scheme; stored with every chunk's paper hash, so a change of scheme
+    re-chunks each paper on its next ingest (v2: rag's sentence breaks instead of punkt's)."""
+    return f"tiktoken-cl100k-sentence:v2:{chunk_tokens}:{chunk_overlap}"
+
+
+def only_version_differs(stored: str, wanted: str) -> bool:
+    """True when two chunking fingerprints differ only in the scheme's version, not in settings:
+    such a store stays readable and its next ingest re-chunks it (see `Store`)."""
+    a, b = stored.split(":"), wanted.split(":")
+    return len(a) == len(b) == 4 and a[0] == b[0] and a[2:] == b[2:] and a[1] != b[1]
+
+
+@lru_cache(maxsize=64)
+def _splitter(size: int, overlap: int) -> Any:
+    from llama_index.core.node_parser import SentenceSplitter
+
+    from rag.text import sentence_pieces
+
+    enc = tiktoken_encoding()
+    return SentenceSplitter(
+        chunk_size=size,
+        chunk_overlap=overlap,
+        tokenizer=lambda t: enc.encode(t, disallowed_special=()),
+        chunking_tokenizer_fn=sentence_pieces,
+    )
 
 
 class Chunker:
@@ -82,15 +106,7 @@ class Chunker:
         self.max_model_tokens = max_model_tokens
 
     def _split(self, body: str, size: int) -> list[str]:
-        from llama_index.core.node_parser import SentenceSplitter
-
-        _use_bundled_tiktoken()
-        enc = tiktoken_encoding()
-        splitter = SentenceSplitter(
-            chunk_size=size,
-            chunk_overlap=min(self.chunk_overlap, size // 4),
-            tokenizer=lambda t: enc.encode(t, disallowed_special=()),
-        )
+        splitter = _splitter(size, min(self.chunk_overlap, size // 4))
         return [c for c in splitter.split_text(body) if c.strip()]
 
     def _fits(self, text: str) -> bool:

@@ -136,7 +136,7 @@ class SentenceEmbedding(BaseEmbedding):
         return self.encode(texts).tolist()
 
 
-_CACHE: dict[tuple[str, str, int], BaseEmbedding] = {}
+_CACHE: dict[tuple[str, str, int, int | None], BaseEmbedding] = {}
 # Texts per batch when RAG_EMBED_BATCH_SIZE is empty. ONNX int8 runs one text at a time: its
 # dynamic quantisation scales activations over the whole batch, so a text batched with others
 # gets a slightly different vector (cosine down to 0.9955 between batch 1 and 16 on the bundled
@@ -149,13 +149,15 @@ _CACHE_LOCK = threading.Lock()
 def get_embedder(settings: Settings) -> BaseEmbedding:
     """The configured embedder, shared by every Assistant in the process (the model is ~90 MB)."""
     batch = settings.embed_batch_size or BEST_BATCH[settings.embed_backend]
-    key = (settings.embed_model, settings.embed_backend, batch)
+    key = (settings.embed_model, settings.embed_backend, batch, settings.embed_threads)
     with _CACHE_LOCK:
         if key not in _CACHE:
             if settings.embed_backend == "onnx":
                 from rag.onnx_embed import OnnxEmbedding
 
-                _CACHE[key] = OnnxEmbedding(settings.embed_model, batch_size=batch)
+                _CACHE[key] = OnnxEmbedding(
+                    settings.embed_model, batch_size=batch, workers=settings.embed_threads
+                )
             else:
                 _CACHE[key] = SentenceEmbedding(settings.embed_model, batch_size=batch)
             log.info("loaded embedding model %s (%s)", settings.embed_model, settings.embed_backend)

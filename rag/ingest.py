@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,9 @@ def paper_hash(paper: Paper, chunking: str) -> str:
 
 
 def chunk_metadata(paper: Paper, chunk: Chunk, phash: str, chunks: list[Chunk]) -> dict[str, Any]:
-    """A chunk's Chroma metadata. `first` is the id of its paper's first chunk (which alone carries
-    the whole abstract), so retrieval fetches it by primary key instead of a metadata scan."""
+    """A chunk's Chroma metadata (the store adds its text). `first` is the id of its paper's first
+    chunk (which alone carries the whole abstract), so retrieval fetches it by primary key instead
+    of a metadata scan."""
     meta: dict[str, Any] = {
         "paper_id": paper.id,
         "position": chunk.position,
@@ -64,7 +65,6 @@ def chunk_metadata(paper: Paper, chunk: Chunk, phash: str, chunks: list[Chunk]) 
         "paper_hash": phash,
         "n_chunks": len(chunks),
         "first": chunks[0].id,
-        "body": chunk.body,
     }
     if chunk.position == 0:
         meta["abstract"] = paper.abstract
@@ -100,6 +100,34 @@ class _Plan:
     texts: list[str]
     metas: list[dict[str, Any]]
     stale: list[str]
+    # Stored chunks whose text is unchanged (same id) but whose metadata is not: new paper hash
+    # after a chunking upgrade, or corrected authors/date. Their vectors stand.
+    relabel_ids: list[str] = field(default_factory=list)
+    relabel_texts: list[str] = field(default_factory=list)
+    relabel_metas: list[dict[str, Any]] = field(default_factory=list)
+
+
+_DONE = object()
+
+
+class _Stage:
+    """A bounded hand-off between two threads that gives up when the run is stopping."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self.stop = stop
+
+    def put(self, item: Any) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self.queue.put(item, timeout=0.1)
+                return
+
+    def get(self) -> Any:
+        while not self.stop.is_set():
+            with contextlib.suppress(queue.Empty):
+                return self.queue.get(timeout=0.1)
+        return _DONE
 
 
 class Ingestor:
@@ -113,24 +141,22 @@ class Ingestor:
         self.max_chars = max_chars
 
     def run(self, paths: Iterable[Path], progress: Progress | None = None) -> IngestReport:
+        """Three stages, one thread each, a batch apart: reading, hashing and chunking (Python);
+        encoding (ONNX Runtime, every core, GIL released); writing to Chroma (Rust). The encoder
+        is the slowest, so the others hide behind it and ingest takes about as long as encoding
+        alone. Batches start small so the encoder starts early."""
         started = time.perf_counter()
         report = IngestReport()
-        # Reading, hashing and chunking (Python) run in a thread one batch ahead of encoding and
-        # writing (native code that releases the GIL), so ingest takes about as long as the
-        # encoder alone. Batches start small so the encoder starts early.
-        plans: queue.Queue[_Plan | BaseException | None] = queue.Queue(maxsize=2)
+        self.store.adopt_chunking()
         stop = threading.Event()
-
-        def put(item: _Plan | BaseException | None) -> None:
-            while not stop.is_set():
-                with contextlib.suppress(queue.Full):
-                    plans.put(item, timeout=0.1)
-                    return
+        plans, writes = _Stage(stop), _Stage(stop)
+        failures: list[BaseException] = []
+        written = [0]  # papers whose chunks are in the store
 
         def produce() -> None:
             try:
                 batch: list[Paper] = []
-                size = min(16, PAPER_BATCH)
+                size = min(8, PAPER_BATCH)
                 for item in iter_corpus(paths, max_chars=self.max_chars):
                     if stop.is_set():
                         return
@@ -143,31 +169,46 @@ class Ingestor:
                     else:
                         batch.append(item)
                         if len(batch) >= size:
-                            put(self._plan(batch, report))
+                            plans.put(self._plan(batch, report))
                             batch, size = [], min(PAPER_BATCH, size * 2)
                 if batch:
-                    put(self._plan(batch, report))
+                    plans.put(self._plan(batch, report))
+                plans.put(_DONE)
             except BaseException as exc:
-                put(exc)
-            else:
-                put(None)
+                failures.append(exc)
+                stop.set()
 
-        worker = threading.Thread(target=produce, name="rag-ingest-chunking", daemon=True)
-        worker.start()
-        done = 0
+        def write() -> None:
+            try:
+                while (item := writes.get()) is not _DONE:
+                    self._write(*item, report)
+                    written[0] += item[0].papers
+            except BaseException as exc:
+                failures.append(exc)
+                stop.set()
+
+        threads = [
+            threading.Thread(target=produce, name="rag-ingest-chunking", daemon=True),
+            threading.Thread(target=write, name="rag-ingest-writing", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
         try:
-            while (plan := plans.get()) is not None:
-                if isinstance(plan, BaseException):
-                    raise plan
-                self._commit(plan, report)
-                done += plan.papers
+            while (plan := plans.get()) is not _DONE:
+                vectors = encode(self.embedder, plan.texts) if plan.ids else None
+                writes.put((plan, vectors))
                 if progress:
-                    progress(done, None)
+                    progress(written[0], None)
+            writes.put(_DONE)
+            threads[1].join()  # every batch written (or the writer failed)
         finally:
             stop.set()
-            worker.join()
+            for thread in threads:
+                thread.join()
+        if failures:
+            raise failures[0]
         if progress:
-            progress(done, done)
+            progress(written[0], written[0])
         report.seconds = time.perf_counter() - started
         log.info(
             "ingest: %d added, %d updated, %d skipped, %d duplicates, %d failed in %.1fs",
@@ -183,10 +224,7 @@ class Ingestor:
     def _plan(self, papers: list[Paper], report: IngestReport) -> _Plan:
         """What to write for a batch of papers: which are new, changed or unchanged, and chunks."""
         state = self.store.paper_state([p.id for p in papers])
-        ids: list[str] = []
-        texts: list[str] = []
-        metas: list[dict[str, Any]] = []
-        stale: list[str] = []
+        plan = _Plan(len(papers), [], [], [], [])
         for paper in papers:
             phash = paper_hash(paper, self.chunking)
             stored = state.get(paper.id, {})
@@ -196,23 +234,32 @@ class Ingestor:
             chunks = self.chunker.chunk(paper)
             wanted = {c.id for c in chunks}
             for chunk in chunks:
-                if stored.get(chunk.id) == f"{phash}/{len(chunks)}":
+                have = stored.get(chunk.id)
+                if have == f"{phash}/{len(chunks)}":
                     continue  # written by an earlier, interrupted run
-                ids.append(chunk.id)
-                texts.append(chunk.text)
-                metas.append(chunk_metadata(paper, chunk, phash, chunks))
-            stale.extend(cid for cid in stored if cid not in wanted)
+                meta = chunk_metadata(paper, chunk, phash, chunks)
+                if have is not None:  # same id: same paper, position and text, so same vector
+                    plan.relabel_ids.append(chunk.id)
+                    plan.relabel_texts.append(chunk.text)
+                    plan.relabel_metas.append(meta)
+                    continue
+                plan.ids.append(chunk.id)
+                plan.texts.append(chunk.text)
+                plan.metas.append(meta)
+            plan.stale.extend(cid for cid in stored if cid not in wanted)
             if stored:
                 report.updated += 1
             else:
                 report.added += 1
-        return _Plan(len(papers), ids, texts, metas, stale)
+        return plan
 
-    def _commit(self, plan: _Plan, report: IngestReport) -> None:
-        """Embed and write one batch: new chunks first, stale ones deleted after (crash-safe)."""
+    def _write(self, plan: _Plan, vectors: Any, report: IngestReport) -> None:
+        """Write one batch: new and relabelled chunks first, stale ones deleted after (a run
+        killed in between leaves both versions, and the next run finishes the job)."""
         if plan.ids:
-            vectors = encode(self.embedder, plan.texts)
             self.store.upsert(plan.ids, vectors, plan.texts, plan.metas)
             report.chunks_written += len(plan.ids)
+        if plan.relabel_ids:
+            self.store.relabel(plan.relabel_ids, plan.relabel_texts, plan.relabel_metas)
         if plan.stale:
             self.store.delete(plan.stale)

@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,7 +319,10 @@ class OnnxEmbedding(BaseEmbedding):
     dim: int = 384
     fingerprint: str = ""
     onnx_path: str = ""
+    workers: int = 1
     _session: Any = PrivateAttr(default=None)
+    _pool: Any = PrivateAttr(default=None)
+    _pool_lock: Any = PrivateAttr(default_factory=threading.Lock)
     _tokenizer: Any = PrivateAttr(default=None)
     _counter: Any = PrivateAttr(default=None)
     _pooling: str = PrivateAttr(default="mean")
@@ -329,7 +333,7 @@ class OnnxEmbedding(BaseEmbedding):
         batch_size: int = 1,  # see rag.embeddings.BEST_BATCH
         *,
         quantize: Quantize = "int8",
-        threads: int = 2,
+        workers: int | None = None,
         cache_dir: Path | None = None,
         **kwargs: Any,
     ) -> None:
@@ -344,7 +348,7 @@ class OnnxEmbedding(BaseEmbedding):
         dim = int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
         path = ensure_model(model_dir, quantize, cache_dir)
         try:
-            session = _session(path, threads)
+            session = _session(path, 1)
         except Exception as exc:
             raise EmbeddingError(
                 f"cannot load the ONNX model {path} ({exc}); delete {path.parent} so it is rebuilt"
@@ -358,6 +362,7 @@ class OnnxEmbedding(BaseEmbedding):
             dim=dim,
             fingerprint=f"{model}:{dim}{suffix}",
             onnx_path=str(path),
+            workers=workers or len(os.sched_getaffinity(0)),
             **kwargs,
         )
         self._session = session
@@ -379,15 +384,23 @@ class OnnxEmbedding(BaseEmbedding):
         return len(self._counter.encode(text).ids)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Normalised float32 vectors, one row per text (length-sorted batches inside)."""
+        """Normalised float32 vectors, one row per text.
+
+        Batches (one text each by default) run `workers` at a time, each on one core: ORT
+        releases the GIL, and separate runs use two cores better than one run split across
+        them (10.2 s vs 11.6 s for the bundled chunks on two cores). A text's vector does not
+        depend on which worker ran it.
+        """
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         rows = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
+        # Longest first: similar lengths share a batch, and the last runs are the short ones.
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
         step = self.embed_batch_size
-        for start in range(0, len(order), step):
-            idx = order[start : start + step]
+        batches = [order[start : start + step] for start in range(0, len(order), step)]
+
+        def run(idx: list[int]) -> None:
             ids, mask = _pad([rows[i] for i in idx])
             hidden = self._session.run(None, _feed(ids, mask))[0]
             if self._pooling == "cls":
@@ -395,7 +408,22 @@ class OnnxEmbedding(BaseEmbedding):
                 out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
             else:
                 out[idx] = _mean_pool(hidden, mask)
+
+        if len(batches) == 1 or self.workers == 1:
+            for idx in batches:
+                run(idx)
+        else:
+            for _ in self._executor().map(run, batches):
+                pass  # map re-raises a worker's error here
         return out
+
+    def _executor(self) -> Any:
+        with self._pool_lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rag-encode")
+            return self._pool
 
     def _get_query_embedding(self, query: str) -> list[float]:
         return self.encode([query])[0].tolist()

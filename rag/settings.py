@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Texts per encoder batch; empty = the backend's best (onnx 1: int8 vectors then never depend on batch mates; torch 64).",
     )
+    embed_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Texts the onnx encoder runs at once, one core each; empty = every core this process may use.",
+    )
     chunk_tokens: int = Field(
         180,
         ge=32,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
@@ -219,12 +219,8 @@ NEGATIONS = frozenset(
 )
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split prose into sentences, keeping abbreviations and trailing [n] citations attached."""
-    text = " ".join(text.split())
-    if not text:
-        return []
-    pieces: list[str] = []
+def _boundaries(text: str) -> Iterator[re.Match[str]]:
+    """Sentence breaks in `text`: ". Next", not after an abbreviation ("e.g.") or an initial."""
     start = 0
     for match in _BOUNDARY.finditer(text):
         candidate = text[start : match.start()].rstrip()
@@ -233,7 +229,30 @@ def split_sentences(text: str) -> list[str]:
             continue
         if re.search(r"\b[A-Z]\.$", candidate):  # initials: "J. Smith"
             continue
-        pieces.append(candidate)
+        yield match
+        start = match.end()
+
+
+def sentence_pieces(text: str) -> list[str]:
+    """`text` cut at sentence breaks, losing nothing: the pieces join back to `text` exactly.
+
+    This is the sentence tokenizer chunking hands llama-index's `SentenceSplitter`, so chunks and
+    quoted evidence break at the same places (its default, an untrained punkt, breaks after
+    "e.g." and "vs." and costs ~2 s of nltk and scipy imports)."""
+    starts = [0, *(m.end() for m in _boundaries(text))]
+    ends = [*starts[1:], len(text)]
+    return [text[a:b] for a, b in zip(starts, ends, strict=True) if a < b]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split prose into sentences, keeping abbreviations and trailing [n] citations attached."""
+    text = " ".join(text.split())
+    if not text:
+        return []
+    pieces: list[str] = []
+    start = 0
+    for match in _boundaries(text):
+        pieces.append(text[start : match.start()].rstrip())
         start = match.end()
     pieces.append(text[start:].strip())
     merged: list[str] = []
