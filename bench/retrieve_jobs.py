@@ -142,7 +142,7 @@ def synthetic_paper(
         f"{pid}#{pos}:{hashlib.sha1(t.encode()).hexdigest()[:12]}" for pos, t in enumerate(texts)
     ]
     out = []
-    for pos, (pick, body, text, cid) in enumerate(zip(picks, bodies, texts, ids, strict=True)):
+    for pos, (pick, text, cid) in enumerate(zip(picks, texts, ids, strict=True)):
         mean = svecs[pick].mean(axis=0)
         mean /= np.linalg.norm(mean)
         noise = rng.standard_normal(DIM).astype(np.float32)
@@ -161,7 +161,6 @@ def synthetic_paper(
             "paper_hash": phash,
             "n_chunks": CHUNKS_PER_PAPER,
             "first": ids[0],
-            "body": body,
         }
         if pos == 0:
             meta["abstract"] = abstract

@@ -42,8 +42,11 @@ def rag_ingest(args: dict[str, Any]) -> dict[str, Any]:
     t = time.perf_counter()
     embedder = assistant.embedder
     load = time.perf_counter() - t
-    c = _cpu()
+    c, t = _cpu(), time.perf_counter()
+    # The whole call: opening the store, reading, chunking, encoding, writing, and the BM25
+    # index refresh after it (report.seconds covers the pipeline without the refresh).
     report = assistant.ingest(_targets(args.get("corpus")))
+    seconds_ingest = time.perf_counter() - t
     cpu_ingest = _cpu() - c
     total = time.perf_counter() - T0
     cpu_total = _cpu()
@@ -58,7 +61,8 @@ def rag_ingest(args: dict[str, Any]) -> dict[str, Any]:
         "seconds_total": total,
         "cpu_seconds_total": cpu_total,
         "seconds_model_load": load,
-        "seconds_ingest": report.seconds,
+        "seconds_ingest": seconds_ingest,
+        "seconds_ingest_pipeline": report.seconds,
         "cpu_seconds_ingest": cpu_ingest,
         "fingerprint": embedder.fingerprint,
     }

@@ -13,9 +13,11 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import re
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from sys import intern
 from typing import Any
@@ -84,6 +86,7 @@ class HybridRetriever(Retriever):
         self._shelves: dict[tuple[str, int], list[str]] | None = None  # vocab by (first, len)
         self._acronyms: dict[str, str] = {}
         self._state: tuple[int, str] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     # ----------------------------------------------------------------------------- the index
     def refresh(self) -> None:
@@ -233,6 +236,14 @@ class HybridRetriever(Retriever):
         close = difflib.get_close_matches(token, near, n=1, cutoff=0.85)
         return close[0] if close else None
 
+    def _scorer(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max(2, len(os.sched_getaffinity(0))), thread_name_prefix="rag-bm25"
+                )
+            return self._pool
+
     def bm25_scores(self, question: str, n: int) -> dict[str, float]:
         """Chunk id -> BM25 score of the top `n` chunks with any query term."""
         if self._bm25 is None or not self._ids:
@@ -258,6 +269,9 @@ class HybridRetriever(Retriever):
             self.refresh()
         expanded = self.expand(question)
         fetch = max(40, top_k * 8)
+        # BM25 scoring (numpy over the mapped index) runs on another core while this thread
+        # embeds the query (ONNX Runtime) and searches HNSW (Chroma): both release the GIL.
+        sparse_job = self._scorer().submit(self.bm25_scores, expanded, fetch)
         qvec = self.embed_query(expanded)
         known: dict[str, Hit] = {}  # chunks whose text and metadata have been read
         if filters and filters.author:  # authors are matched on metadata, so read it for all
@@ -269,7 +283,7 @@ class HybridRetriever(Retriever):
             scored = self.store.nearest(qvec, fetch, filters.where() if filters else None)
             n_dense = len(scored)
             cosine = {cid: 1.0 - d for cid, d in scored}
-        sparse = self.bm25_scores(expanded, fetch)
+        sparse = sparse_job.result()
         # Convex fusion of cosine and max-normalised BM25: a rare exact term ("7.988x", a model
         # name) lifts its chunk even when the dense ranking puts a topical neighbour first.
         top_bm25 = max(sparse.values(), default=0.0) or 1.0

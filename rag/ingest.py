@@ -261,5 +261,6 @@ class Ingestor:
             report.chunks_written += len(plan.ids)
         if plan.relabel_ids:
             self.store.relabel(plan.relabel_ids, plan.relabel_texts, plan.relabel_metas)
+            report.chunks_relabelled += len(plan.relabel_ids)
         if plan.stale:
             self.store.delete(plan.stale)

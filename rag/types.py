@@ -49,6 +49,9 @@ class IngestReport(BaseModel):
     skipped: int = 0
     duplicates: int = 0
     chunks_written: int = 0
+    chunks_relabelled: int = Field(
+        0, description="Stored chunks whose text was unchanged: new metadata, vector kept."
+    )
     failed: list[IngestFailure] = Field(default_factory=list)
     seconds: float = 0.0
 

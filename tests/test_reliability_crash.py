@@ -43,11 +43,11 @@ QUESTION = "What training-free metric predicts the trained performance of an RNN
 # The real CLI, writing every 4 papers so that kills land between and inside writes.
 SMALL_BATCHES = (
     "import sys, rag.ingest; rag.ingest.PAPER_BATCH = 4\n"
-    "commit = rag.ingest.Ingestor._commit\n"
-    "def marked(self, plan, report):\n"
-    "    print('@write-start', flush=True); commit(self, plan, report)\n"
+    "write = rag.ingest.Ingestor._write\n"
+    "def marked(self, plan, vectors, report):\n"
+    "    print('@write-start', flush=True); write(self, plan, vectors, report)\n"
     "    print('@write-end', flush=True)\n"
-    "rag.ingest.Ingestor._commit = marked\n"
+    "rag.ingest.Ingestor._write = marked\n"
     "from rag.cli import app; app(['ingest', *sys.argv[1:]], prog_name='rag')"
 )
 WRITES = 10  # 40 papers in batches of 4
