@@ -160,13 +160,34 @@ class Assistant:
         with ingest_lock(self.settings.data_dir):
             if rebuild:
                 self._reset_store()
+            # No store on disk yet: nothing to skip, so encoding starts while it is opened.
+            fresh = (
+                self._store is None
+                and not self.settings.chroma_host
+                and not (self.settings.data_dir / "chroma" / "chroma.sqlite3").exists()
+            )
+            bm25 = (
+                hasattr(self._retriever, "prepare")
+                if self._retriever is not None
+                else self.settings.retrieval == "hybrid"
+            )
             ingestor = Ingestor(
-                self.store, emb, chunker, self.chunking, self.settings.max_abstract_chars
+                (lambda: self.store) if fresh else self.store,
+                emb,
+                chunker,
+                self.chunking,
+                self.settings.max_abstract_chars,
+                # BM25 tokenises new chunks during the ingest (resolved lazily: it needs the store)
+                on_chunks=self._prepare_bm25 if bm25 else None,
+                fresh=fresh,
             )
             report = ingestor.run(targets, progress=progress)
         if hasattr(self.retriever, "refresh"):
             self.retriever.refresh()
         return report
+
+    def _prepare_bm25(self, ids: list[str], texts: list[str]) -> None:
+        self.retriever.prepare(ids, texts)  # type: ignore[attr-defined]
 
     def _reset_store(self) -> None:
         import chromadb  # noqa: F401 - make sure the client is importable before deleting

@@ -132,13 +132,36 @@ class _Stage:
 
 class Ingestor:
     def __init__(
-        self, store: Store, embedder: Any, chunker: Chunker, chunking: str, max_chars: int
+        self,
+        store: Store | Callable[[], Store],
+        embedder: Any,
+        chunker: Chunker,
+        chunking: str,
+        max_chars: int,
+        *,
+        on_chunks: Callable[[list[str], list[str]], None] | None = None,
+        fresh: bool = False,
     ) -> None:
-        self.store = store
+        # A store still to be opened (`fresh`): opening it (~0.7 s, mostly importing chromadb)
+        # then happens in the writing thread while the first batches are encoded.
+        self._store = store
+        self._store_lock = threading.Lock()
+        # True when the store does not exist yet, so no paper can be in it: nothing to look up.
+        self.fresh = fresh
         self.embedder = embedder
         self.chunker = chunker
         self.chunking = chunking
         self.max_chars = max_chars
+        # Told (ids, texts) of each batch's new chunks in the reading thread: the BM25 index
+        # tokenises them there, while the encoder works.
+        self.on_chunks = on_chunks
+
+    @property
+    def store(self) -> Store:
+        with self._store_lock:
+            if not isinstance(self._store, Store):
+                self._store = self._store()
+            return self._store
 
     def run(self, paths: Iterable[Path], progress: Progress | None = None) -> IngestReport:
         """Three stages, one thread each, a batch apart: reading, hashing and chunking (Python);
@@ -147,11 +170,16 @@ class Ingestor:
         alone. Batches start small so the encoder starts early."""
         started = time.perf_counter()
         report = IngestReport()
-        self.store.adopt_chunking()
         stop = threading.Event()
         plans, writes = _Stage(stop), _Stage(stop)
         failures: list[BaseException] = []
         written = [0]  # papers whose chunks are in the store
+
+        def hand_on(batch: list[Paper]) -> None:
+            made = self._plan(batch, report)
+            if self.on_chunks and made.ids:
+                self.on_chunks(made.ids, made.texts)
+            plans.put(made)
 
         def produce() -> None:
             try:
@@ -169,10 +197,10 @@ class Ingestor:
                     else:
                         batch.append(item)
                         if len(batch) >= size:
-                            plans.put(self._plan(batch, report))
+                            hand_on(batch)
                             batch, size = [], min(PAPER_BATCH, size * 2)
                 if batch:
-                    plans.put(self._plan(batch, report))
+                    hand_on(batch)
                 plans.put(_DONE)
             except BaseException as exc:
                 failures.append(exc)
@@ -180,6 +208,7 @@ class Ingestor:
 
         def write() -> None:
             try:
+                self.store.adopt_chunking()
                 while (item := writes.get()) is not _DONE:
                     self._write(*item, report)
                     written[0] += item[0].papers
@@ -223,7 +252,7 @@ class Ingestor:
 
     def _plan(self, papers: list[Paper], report: IngestReport) -> _Plan:
         """What to write for a batch of papers: which are new, changed or unchanged, and chunks."""
-        state = self.store.paper_state([p.id for p in papers])
+        state = {} if self.fresh else self.store.paper_state([p.id for p in papers])
         plan = _Plan(len(papers), [], [], [], [])
         for paper in papers:
             phash = paper_hash(paper, self.chunking)

@@ -48,6 +48,7 @@ from rag.settings import BUNDLED_MODEL
 log = logging.getLogger(__name__)
 
 Quantize = Literal["int8", "int8-all", "none"]
+_PIECES_KEPT = 8192  # counted texts whose word pieces `encode` may reuse (~3 ingest batches)
 
 # Bump when the export / fusion / quantisation steps change: it names the cache entry and the
 # fingerprint stored with every collection.
@@ -324,6 +325,7 @@ class OnnxEmbedding(BaseEmbedding):
     _pool: Any = PrivateAttr(default=None)
     _pool_lock: Any = PrivateAttr(default_factory=threading.Lock)
     _tokenizer: Any = PrivateAttr(default=None)
+    _pieces: dict[str, list[int]] = PrivateAttr(default_factory=dict)
     _counter: Any = PrivateAttr(default=None)
     _pooling: str = PrivateAttr(default="mean")
 
@@ -380,8 +382,16 @@ class OnnxEmbedding(BaseEmbedding):
         return self._tokenizer
 
     def count_tokens(self, text: str) -> int:
-        """Word pieces the model sees for `text`, special tokens included, before truncation."""
-        return len(self._counter.encode(text).ids)
+        """Word pieces the model sees for `text`, special tokens included, before truncation.
+
+        Chunking counts every chunk it makes, and those chunks are encoded next: their word
+        pieces are kept (a bounded memo) so `encode` does not tokenise them a second time."""
+        ids = self._counter.encode(text).ids
+        if len(ids) <= self.max_tokens:  # what the truncating tokenizer would give too
+            if len(self._pieces) >= _PIECES_KEPT:
+                self._pieces.clear()
+            self._pieces[text] = ids
+        return len(ids)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Normalised float32 vectors, one row per text.
@@ -394,7 +404,13 @@ class OnnxEmbedding(BaseEmbedding):
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        rows = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
+        rows: list[Any] = [self._pieces.pop(t, None) for t in texts]
+        todo = [i for i, row in enumerate(rows) if row is None]
+        if todo:
+            for i, enc in zip(
+                todo, self._tokenizer.encode_batch([texts[i] for i in todo]), strict=True
+            ):
+                rows[i] = enc.ids
         # Longest first: similar lengths share a batch, and the last runs are the short ones.
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
         step = self.embed_batch_size

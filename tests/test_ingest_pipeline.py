@@ -239,3 +239,32 @@ def test_parallel_encoder_gives_exactly_the_one_worker_vectors() -> None:
     assert two.workers == 2
     assert np.array_equal(two.encode(texts), one)
     assert np.array_equal(two.encode(texts[::-1])[::-1], one)
+
+
+def test_a_new_store_is_opened_while_encoding_and_looked_up_only_once_it_exists(
+    settings: Settings,
+    fake_embedder: HashEmbedding,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rag.store import Store
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"id": p.id, "title": p.title, "abstract": p.abstract}) + "\n"
+            for p in _papers(30)
+        )
+    )
+    lookups: list[int] = []
+    real_state = Store.paper_state
+
+    def counted(self: Store, ids: Any) -> Any:
+        lookups.append(len(ids))
+        return real_state(self, ids)
+
+    monkeypatch.setattr(Store, "paper_state", counted)
+    first = Assistant(settings, embedder=fake_embedder).ingest([corpus])
+    assert (first.added, lookups) == (30, [])  # nothing can be in a store that did not exist
+    again = Assistant(settings, embedder=fake_embedder).ingest([corpus])
+    assert again.skipped == 30 and sum(lookups) == 30

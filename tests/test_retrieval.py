@@ -84,6 +84,8 @@ def test_hybrid_index_updates_incrementally_on_ingest(
     assistant.ingest([path])
     cache = (assistant.settings.data_dir / "bm25" / "papers" / "tokens.jsonl").read_text()
     assert "zorblax" in cache
+    # Tokenised while the ingest ran, not read back from the store afterwards.
+    assert assistant.retriever.read_back == 0
     assert (
         assistant.retrieve("What does Zorblax reach on QuokkaBench?", top_k=3)[0].title
         == "Zorblax Encoders"
