@@ -173,31 +173,34 @@ class Store:
         documents: Sequence[str],
         metadatas: Sequence[dict[str, Any]],
     ) -> None:
-        for start in range(0, len(ids), self.max_batch):
-            end = start + self.max_batch
-            self._call(
-                self.collection.upsert,
-                ids=list(ids[start:end]),
-                embeddings=vectors[start:end],
-                metadatas=[
-                    {**meta, "text": text}
-                    for meta, text in zip(metadatas[start:end], documents[start:end], strict=True)
-                ],
-            )
+        self._write(self.collection.upsert, ids, documents, metadatas, vectors)
 
     def relabel(
         self, ids: Sequence[str], documents: Sequence[str], metadatas: Sequence[dict[str, Any]]
     ) -> None:
         """New metadata for stored chunks whose text (and so vector) is unchanged."""
+        self._write(self.collection.update, ids, documents, metadatas)
+
+    def _write(
+        self,
+        method: Any,
+        ids: Sequence[str],
+        documents: Sequence[str],
+        metadatas: Sequence[dict[str, Any]],
+        vectors: np.ndarray | None = None,
+    ) -> None:
+        """In batches of Chroma's maximum, each chunk's text in its metadata."""
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
+            extra = {} if vectors is None else {"embeddings": vectors[start:end]}
             self._call(
-                self.collection.update,
+                method,
                 ids=list(ids[start:end]),
                 metadatas=[
                     {**meta, "text": text}
                     for meta, text in zip(metadatas[start:end], documents[start:end], strict=True)
                 ],
+                **extra,
             )
 
     def adopt_chunking(self) -> None:

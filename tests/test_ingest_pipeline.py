@@ -29,6 +29,17 @@ def _papers(limit: int | None = None) -> list[Paper]:
     return papers[:limit] if limit else papers
 
 
+def _write_corpus(path: Path, n: int) -> Path:
+    """The first `n` bundled papers as JSON Lines (id, title, abstract)."""
+    path.write_text(
+        "".join(
+            json.dumps({"id": p.id, "title": p.title, "abstract": p.abstract}) + "\n"
+            for p in _papers(n)
+        )
+    )
+    return path
+
+
 def test_sentence_pieces_lose_nothing_and_respect_abbreviations() -> None:
     text = "We compare A vs. B, e.g. on LRA.  It covers 1K to 16K tokens (Tay et al. 2020). Done!"
     pieces = sentence_pieces(text)
@@ -149,13 +160,7 @@ def test_older_chunking_is_redone_in_place_embedding_only_changed_text(
     the next ingest re-chunks each paper, re-embedding only chunks whose text changed."""
     import rag.assistant
 
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(
-        "".join(
-            json.dumps({"id": p.id, "title": p.title, "abstract": p.abstract}) + "\n"
-            for p in _papers(40)
-        )
-    )
+    corpus = _write_corpus(tmp_path / "corpus.jsonl", 40)
     current = rag.assistant.chunking_fingerprint(settings.chunk_tokens, settings.chunk_overlap)
     older = current.replace(":v2:", ":v1:")
     assert only_version_differs(older, current) and not only_version_differs(
@@ -201,13 +206,7 @@ def test_older_chunking_is_redone_in_place_embedding_only_changed_text(
 def test_a_failed_write_stops_the_ingest_and_a_rerun_completes(
     fake_assistant: Assistant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(
-        "".join(
-            json.dumps({"id": p.id, "title": p.title, "abstract": p.abstract}) + "\n"
-            for p in _papers(60)
-        )
-    )
+    corpus = _write_corpus(tmp_path / "corpus.jsonl", 60)
     store = fake_assistant.store
     real_upsert = store.upsert
     calls: list[int] = []
@@ -249,13 +248,7 @@ def test_a_new_store_is_opened_while_encoding_and_looked_up_only_once_it_exists(
 ) -> None:
     from rag.store import Store
 
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(
-        "".join(
-            json.dumps({"id": p.id, "title": p.title, "abstract": p.abstract}) + "\n"
-            for p in _papers(30)
-        )
-    )
+    corpus = _write_corpus(tmp_path / "corpus.jsonl", 30)
     lookups: list[int] = []
     real_state = Store.paper_state
 
