@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     embed_backend: Literal["torch", "onnx"] = Field(
         "onnx",
         description="Encoder runtime: onnx (int8, made locally once from the bundled weights; "
-        "1.6x faster ingest, same eval figures, docs/performance.md) or torch (fp32).",
+        "2.1-2.5x faster ingest than torch, same eval figures, docs/performance.md) or torch (fp32).",
     )
     embed_batch_size: int | None = Field(
         None,
