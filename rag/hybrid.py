@@ -42,6 +42,15 @@ _PAREN = re.compile(r"\(([A-Z][A-Za-z0-9\-+]{1,12})\)")
 _WORDS_BEFORE = re.compile(r"\s*([\w\-]+(?:\s+[\w\-]+){0,7})")
 
 
+def _bm25s() -> Any:
+    """bm25s, its logger quieted: it sets itself to DEBUG on import, and with any handler
+    configured (`rag serve`) "Building index from tokens" reached the user's console."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 def tokenize(text: str) -> list[str]:
     tokens = terms(text)
     parts = [p for t in tokens if "-" in t for p in t.split("-") if len(p) > 1]
@@ -110,7 +119,7 @@ class HybridRetriever(Retriever):
         """Tokenise chunks an ingest is about to write. It runs in the ingest's reading thread,
         which waits on the encoder most of the time, so the refresh after the ingest neither
         reads the new chunks back nor tokenises them."""
-        import bm25s  # noqa: F401 - imported here, off the refresh's path (~0.3 s with scipy)
+        _bm25s()  # imported here, off the refresh's path (~0.3 s with scipy)
 
         self._prepared.update(
             (cid, ([intern(t) for t in tokenize(text)], find_acronyms(text)))
@@ -125,7 +134,7 @@ class HybridRetriever(Retriever):
             meta = json.loads(manifest.read_text())
             if tuple(meta["state"]) != state:
                 return False
-            import bm25s
+            bm25s = _bm25s()
 
             # Memory-mapped: the score matrix is read from the page cache on demand, not copied
             # into the process (~110 MB at 100k chunks).
@@ -141,7 +150,7 @@ class HybridRetriever(Retriever):
             return False
 
     def _rebuild(self, state: tuple[int, str], ids: list[str]) -> None:
-        import bm25s
+        bm25s = _bm25s()
 
         cache_path = self.dir / "tokens.jsonl"
         # Per chunk: its tokens, interned (one string object per distinct word, not one per

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def test_hybrid_finds_exact_terms_typos_and_acronyms(real_assistant: Assistant) 
 
 @pytest.mark.e2e
 def test_hybrid_index_updates_incrementally_on_ingest(
-    real_assistant: Assistant, tmp_path: Path
+    real_assistant: Assistant, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     assistant = Assistant(
         real_assistant.settings.with_overrides(retrieval="hybrid"),
@@ -86,6 +87,8 @@ def test_hybrid_index_updates_incrementally_on_ingest(
     assert "zorblax" in cache
     # Tokenised while the ingest ran, not read back from the store afterwards.
     assert assistant.retriever.read_back == 0
+    # bm25s's own debug lines ("Building index from tokens") stay out of the user's console.
+    assert not [r for r in caplog.records if r.name == "bm25s" and r.levelno < logging.WARNING]
     assert (
         assistant.retrieve("What does Zorblax reach on QuokkaBench?", top_k=3)[0].title
         == "Zorblax Encoders"
