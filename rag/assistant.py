@@ -26,7 +26,7 @@ from rag.ingest import Ingestor, Progress, ingest_lock
 from rag.prompts import CANNOT_ANSWER, JUDGE_PROMPT
 from rag.retrieve import Filters, Retriever
 from rag.settings import Settings
-from rag.store import Store
+from rag.store import Store, embedded_store_exists
 from rag.types import Answer, IngestReport, Source
 from rag.verify import Verifier
 
@@ -164,7 +164,7 @@ class Assistant:
             fresh = (
                 self._store is None
                 and not self.settings.chroma_host
-                and not (self.settings.data_dir / "chroma" / "chroma.sqlite3").exists()
+                and not embedded_store_exists(self.settings)
             )
             bm25 = (
                 hasattr(self._retriever, "prepare")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,16 @@ class Hit:
     distance: float
 
 
+def embedded_path(settings: Settings) -> Path:
+    """The embedded Chroma directory under RAG_DATA_DIR."""
+    return settings.data_dir / "chroma"
+
+
+def embedded_store_exists(settings: Settings) -> bool:
+    """Whether an embedded store has been created (False means no paper can be stored yet)."""
+    return (embedded_path(settings) / "chroma.sqlite3").exists()
+
+
 def _client(settings: Settings) -> Any:
     import chromadb
 
@@ -84,7 +95,7 @@ def _client(settings: Settings) -> Any:
                 "embedded store"
             ) from exc
         return client
-    path = settings.data_dir / "chroma"
+    path = embedded_path(settings)
     database = path / "chroma.sqlite3"
     if (
         database.is_file()
@@ -116,7 +127,7 @@ class Store:
         self.where = (
             f"Chroma server {settings.chroma_host}:{settings.chroma_port}"
             if settings.chroma_host
-            else str(settings.data_dir / "chroma")
+            else str(embedded_path(settings))
         )
         self.client = _client(settings)
         expected = {
