@@ -144,9 +144,7 @@ def ingest(
         console.print(
             f"added {report.added}, updated {report.updated}, unchanged {report.skipped}, "
             f"duplicates {report.duplicates}, failed {len(report.failed)} "
-            f"({report.chunks_written} chunks written"
-            + (f", {report.chunks_relabelled} relabelled" if report.chunks_relabelled else "")
-            + f" in {report.seconds:.1f}s)"
+            f"({report.chunk_counts} in {report.seconds:.1f}s)"
         )
         for failure in report.failed:
             err.print(f"[yellow]failed:[/yellow] {failure}", highlight=False, soft_wrap=True)

@@ -59,6 +59,12 @@ class IngestReport(BaseModel):
     def ok(self) -> bool:
         return not self.failed
 
+    @property
+    def chunk_counts(self) -> str:
+        """'644 chunks written' (', 12 relabelled' when some were), as the CLI and UI say it."""
+        relabelled = f", {self.chunks_relabelled} relabelled" if self.chunks_relabelled else ""
+        return f"{self.chunks_written} chunks written{relabelled}"
+
 
 class Source(BaseModel):
     """A numbered source shown with an answer."""

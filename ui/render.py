@@ -240,9 +240,7 @@ def report_html(report: IngestReport, names: Mapping[str, str] | None = None) ->
     title = "Ingested" if report.ok else "Ingested with problems"
     out = [
         f'<div class="rag-report"><div class="rag-report-head">{title} in {report.seconds:.1f} s'
-        f" ({report.chunks_written} chunks written"
-        + (f", {report.chunks_relabelled} relabelled" if report.chunks_relabelled else "")
-        + ")</div>",
+        f" ({report.chunk_counts})</div>",
         f'<div class="rag-counts">{cells}</div>',
     ]
     if report.failed:
