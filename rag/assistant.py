@@ -166,19 +166,13 @@ class Assistant:
                 and not self.settings.chroma_host
                 and not embedded_store_exists(self.settings)
             )
-            bm25 = (
-                hasattr(self._retriever, "prepare")
-                if self._retriever is not None
-                else self.settings.retrieval == "hybrid"
-            )
             ingestor = Ingestor(
                 (lambda: self.store) if fresh else self.store,
                 emb,
                 chunker,
                 self.chunking,
                 self.settings.max_abstract_chars,
-                # BM25 tokenises new chunks during the ingest (resolved lazily: it needs the store)
-                on_chunks=self._prepare_bm25 if bm25 else None,
+                on_chunks=self._prepare_bm25,
                 fresh=fresh,
             )
             report = ingestor.run(targets, progress=progress)
@@ -187,7 +181,11 @@ class Assistant:
         return report
 
     def _prepare_bm25(self, ids: list[str], texts: list[str]) -> None:
-        self.retriever.prepare(ids, texts)  # type: ignore[attr-defined]
+        """A hybrid retriever tokenises new chunks while the ingest runs (resolved here, in the
+        ingest's reading thread, because it needs the store)."""
+        prepare = getattr(self.retriever, "prepare", None)
+        if prepare:
+            prepare(ids, texts)
 
     def _reset_store(self) -> None:
         import chromadb  # noqa: F401 - make sure the client is importable before deleting

@@ -94,17 +94,27 @@ def ingest_lock(data_dir: Path) -> Iterator[None]:
 
 
 @dataclass
+class _Rows:
+    """Chunks to write, their ids, texts and metadata in step."""
+
+    ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    metas: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, chunk: Chunk, meta: dict[str, Any]) -> None:
+        self.ids.append(chunk.id)
+        self.texts.append(chunk.text)
+        self.metas.append(meta)
+
+
+@dataclass
 class _Plan:
     papers: int
-    ids: list[str]
-    texts: list[str]
-    metas: list[dict[str, Any]]
-    stale: list[str]
+    new: _Rows = field(default_factory=_Rows)  # to embed and write
     # Stored chunks whose text is unchanged (same id) but whose metadata is not: new paper hash
     # after a chunking upgrade, or corrected authors/date. Their vectors stand.
-    relabel_ids: list[str] = field(default_factory=list)
-    relabel_texts: list[str] = field(default_factory=list)
-    relabel_metas: list[dict[str, Any]] = field(default_factory=list)
+    relabel: _Rows = field(default_factory=_Rows)
+    stale: list[str] = field(default_factory=list)
 
 
 _DONE = object()
@@ -173,12 +183,12 @@ class Ingestor:
         stop = threading.Event()
         plans, writes = _Stage(stop), _Stage(stop)
         failures: list[BaseException] = []
-        written = [0]  # papers whose chunks are in the store
+        written = 0  # papers whose chunks are in the store
 
         def hand_on(batch: list[Paper]) -> None:
             made = self._plan(batch, report)
-            if self.on_chunks and made.ids:
-                self.on_chunks(made.ids, made.texts)
+            if self.on_chunks and made.new.ids:
+                self.on_chunks(made.new.ids, made.new.texts)
             plans.put(made)
 
         def produce() -> None:
@@ -207,11 +217,12 @@ class Ingestor:
                 stop.set()
 
         def write() -> None:
+            nonlocal written
             try:
                 self.store.adopt_chunking()
                 while (item := writes.get()) is not _DONE:
                     self._write(*item, report)
-                    written[0] += item[0].papers
+                    written += item[0].papers
             except BaseException as exc:
                 failures.append(exc)
                 stop.set()
@@ -224,10 +235,10 @@ class Ingestor:
             thread.start()
         try:
             while (plan := plans.get()) is not _DONE:
-                vectors = encode(self.embedder, plan.texts) if plan.ids else None
+                vectors = encode(self.embedder, plan.new.texts) if plan.new.ids else None
                 writes.put((plan, vectors))
                 if progress:
-                    progress(written[0], None)
+                    progress(written, None)
             writes.put(_DONE)
             threads[1].join()  # every batch written (or the writer failed)
         finally:
@@ -237,7 +248,7 @@ class Ingestor:
         if failures:
             raise failures[0]
         if progress:
-            progress(written[0], written[0])
+            progress(written, written)
         report.seconds = time.perf_counter() - started
         log.info(
             "ingest: %d added, %d updated, %d skipped, %d duplicates, %d failed in %.1fs",
@@ -253,7 +264,7 @@ class Ingestor:
     def _plan(self, papers: list[Paper], report: IngestReport) -> _Plan:
         """What to write for a batch of papers: which are new, changed or unchanged, and chunks."""
         state = {} if self.fresh else self.store.paper_state([p.id for p in papers])
-        plan = _Plan(len(papers), [], [], [], [])
+        plan = _Plan(len(papers))
         for paper in papers:
             phash = paper_hash(paper, self.chunking)
             stored = state.get(paper.id, {})
@@ -266,15 +277,9 @@ class Ingestor:
                 have = stored.get(chunk.id)
                 if have == f"{phash}/{len(chunks)}":
                     continue  # written by an earlier, interrupted run
-                meta = chunk_metadata(paper, chunk, phash, chunks)
-                if have is not None:  # same id: same paper, position and text, so same vector
-                    plan.relabel_ids.append(chunk.id)
-                    plan.relabel_texts.append(chunk.text)
-                    plan.relabel_metas.append(meta)
-                    continue
-                plan.ids.append(chunk.id)
-                plan.texts.append(chunk.text)
-                plan.metas.append(meta)
+                # A stored id means the same paper, position and text, so the same vector.
+                rows = plan.new if have is None else plan.relabel
+                rows.add(chunk, chunk_metadata(paper, chunk, phash, chunks))
             plan.stale.extend(cid for cid in stored if cid not in wanted)
             if stored:
                 report.updated += 1
@@ -285,11 +290,11 @@ class Ingestor:
     def _write(self, plan: _Plan, vectors: Any, report: IngestReport) -> None:
         """Write one batch: new and relabelled chunks first, stale ones deleted after (a run
         killed in between leaves both versions, and the next run finishes the job)."""
-        if plan.ids:
-            self.store.upsert(plan.ids, vectors, plan.texts, plan.metas)
-            report.chunks_written += len(plan.ids)
-        if plan.relabel_ids:
-            self.store.relabel(plan.relabel_ids, plan.relabel_texts, plan.relabel_metas)
-            report.chunks_relabelled += len(plan.relabel_ids)
+        if plan.new.ids:
+            self.store.upsert(plan.new.ids, vectors, plan.new.texts, plan.new.metas)
+            report.chunks_written += len(plan.new.ids)
+        if plan.relabel.ids:
+            self.store.relabel(plan.relabel.ids, plan.relabel.texts, plan.relabel.metas)
+            report.chunks_relabelled += len(plan.relabel.ids)
         if plan.stale:
             self.store.delete(plan.stale)
