@@ -1,9 +1,10 @@
 """Token-aware chunking: a paper becomes chunks that fit the embedding model.
 
 Chunks are split by llama-index's `SentenceSplitter` counting tiktoken (cl100k) tokens, at the
-sentence breaks rag uses everywhere (`rag.text.sentence_pieces`), each chunk prefixed with the paper title so it embeds with its context. Then every chunk is measured with the
-embedder's own tokenizer and split again if it would pass the model's limit (all-MiniLM-L6-v2 reads
-256 word pieces and silently drops the rest). Chunk ids are deterministic: paper id, position and a
+sentence breaks rag uses everywhere (`rag.text.sentence_pieces`), each chunk prefixed with the
+paper title so it embeds with its context. Then every chunk is measured with the embedder's own
+tokenizer and split again if it would pass the model's limit (all-MiniLM-L6-v2 reads 256 word
+pieces and silently drops the rest). Chunk ids are deterministic: paper id, position and a
 hash of the text, so re-ingesting unchanged text changes nothing.
 """
 

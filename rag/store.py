@@ -42,7 +42,10 @@ def _row(document: str | None, metadata: dict[str, Any] | None) -> tuple[str, di
 
 
 def _with_documents(got: dict[str, Any], include: Sequence[str]) -> dict[str, Any]:
-    """Fill `documents` of a Chroma result read with metadatas, and drop metadatas if unasked."""
+    """Fill `documents` of a Chroma result read with metadatas, and drop metadatas if unasked
+    (a result read without documents is returned as it is)."""
+    if "documents" not in include:
+        return got
     metas = got.get("metadatas") or [None] * len(got["ids"])
     docs = got.get("documents") or [None] * len(got["ids"])
     rows = [_row(d, m) for d, m in zip(docs, metas, strict=True)]
@@ -364,7 +367,7 @@ class Store:
                 limit=limit,
                 offset=offset,
             )
-            return _with_documents(got, include) if "documents" in include else got
+            return _with_documents(got, include)
         merged: dict[str, Any] = {"ids": [], **{key: [] for key in include}}
         for page in self.pages(where, include, offset or 0):
             for key in ("ids", *include):
@@ -385,7 +388,7 @@ class Store:
                 limit=GET_PAGE,
                 offset=start,
             )
-            yield _with_documents(page, include) if "documents" in include else page
+            yield _with_documents(page, include)
             if len(page["ids"]) < GET_PAGE:
                 return
             start += GET_PAGE
