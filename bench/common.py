@@ -179,12 +179,17 @@ def machine() -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------- a Chroma server
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def start_chroma(path: Path, timeout: float) -> tuple[subprocess.Popen[bytes], int]:
     """A real `chroma run` serving `path` on 127.0.0.1 (a free port), once it accepts
     connections. Used by `bench retrieve` and by the tests' `chroma_server` fixture."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     chroma = Path(PYTHON).with_name("chroma")
     proc = subprocess.Popen(
         [str(chroma), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(path)],

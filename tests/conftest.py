@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))  # the repo root, for bench.common
 from openai_server import FakeOpenAI  # noqa: E402
 
-from bench.common import start_chroma, stop_process  # noqa: E402
+from bench.common import free_port, start_chroma, stop_process  # noqa: E402
 from rag import Assistant, Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,12 +108,6 @@ def fake_llm() -> Iterator[FakeOpenAI]:
     server = FakeOpenAI().start()
     yield server
     server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
