@@ -18,20 +18,31 @@ from bench.common import run_worker, save, synthetic_records, table, write_jsonl
 PIPELINES = ("llama-index", "rag-torch", "rag-onnx")
 
 
-def _run(pipeline: str, corpus: Path | None, workdir: Path) -> dict[str, Any]:
+def _run(pipeline: str, corpus: Path | None, texts: Path, workdir: Path) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"{pipeline}-", dir=workdir))
     args: dict[str, Any] = {"data_dir": str(data_dir), "corpus": str(corpus) if corpus else None}
     if pipeline == "llama-index":
         return run_worker("llama_ingest", args)
-    return run_worker("rag_ingest", {**args, "backend": pipeline.removeprefix("rag-")})
+    backend = pipeline.removeprefix("rag-")
+    return run_worker("rag_ingest", {**args, "backend": backend, "texts": str(texts)})
 
 
 def measure(corpus_name: str, corpus: Path | None, rounds: int, workdir: Path) -> dict[str, Any]:
+    # The chunk texts, for the bare encoder run before each ingest (made in a process of its own).
+    texts = workdir / f"texts-{corpus.stem if corpus else 'bundled'}.json"
+    run_worker(
+        "chunk_texts",
+        {
+            "data_dir": str(workdir / "chunking"),
+            "corpus": str(corpus) if corpus else None,
+            "out": str(texts),
+        },
+    )
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PIPELINES}
     for r in range(rounds):
         order = PIPELINES if r % 2 == 0 else tuple(reversed(PIPELINES))
         for pipeline in order:
-            result = _run(pipeline, corpus, workdir)
+            result = _run(pipeline, corpus, texts, workdir)
             result["round"] = r
             runs[pipeline].append(result)
             print(

@@ -182,7 +182,7 @@ class Assistant:
 
     def _prepare_bm25(self, ids: list[str], texts: list[str]) -> None:
         """A hybrid retriever tokenises new chunks while the ingest runs (resolved here, in the
-        ingest's reading thread, because it needs the store)."""
+        ingest's writing thread, because it needs the store, which that thread has opened)."""
         prepare = getattr(self.retriever, "prepare", None)
         if prepare:
             prepare(ids, texts)

@@ -96,7 +96,7 @@ class HybridRetriever(Retriever):
         self._acronyms: dict[str, str] = {}
         self._state: tuple[int, str] | None = None
         self._pool: ThreadPoolExecutor | None = None
-        # Tokens of chunks an ingest is writing, made in its reading thread (`prepare`).
+        # Tokens of chunks an ingest has written, made in its writing thread (`prepare`).
         self._prepared: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.read_back = 0
 
@@ -116,7 +116,7 @@ class HybridRetriever(Retriever):
             self._rebuild(state, ids)
 
     def prepare(self, ids: list[str], texts: list[str]) -> None:
-        """Tokenise chunks an ingest is about to write. It runs in the ingest's reading thread,
+        """Tokenise chunks an ingest has just written. It runs in the ingest's writing thread,
         which waits on the encoder most of the time, so the refresh after the ingest neither
         reads the new chunks back nor tokenises them."""
         _bm25s()  # imported here, off the refresh's path (~0.3 s with scipy)

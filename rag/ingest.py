@@ -162,8 +162,8 @@ class Ingestor:
         self.chunker = chunker
         self.chunking = chunking
         self.max_chars = max_chars
-        # Told (ids, texts) of each batch's new chunks in the reading thread: the BM25 index
-        # tokenises them there, while the encoder works.
+        # Told (ids, texts) of each batch's new chunks in the writing thread once they are
+        # written: the BM25 index tokenises them there, while the encoder works on later batches.
         self.on_chunks = on_chunks
 
     @property
@@ -186,15 +186,12 @@ class Ingestor:
         written = 0  # papers whose chunks are in the store
 
         def hand_on(batch: list[Paper]) -> None:
-            made = self._plan(batch, report)
-            if self.on_chunks and made.new.ids:
-                self.on_chunks(made.new.ids, made.new.texts)
-            plans.put(made)
+            plans.put(self._plan(batch, report))
 
         def produce() -> None:
             try:
                 batch: list[Paper] = []
-                size = min(8, PAPER_BATCH)
+                size = min(4, PAPER_BATCH)
                 for item in iter_corpus(paths, max_chars=self.max_chars):
                     if stop.is_set():
                         return
@@ -221,8 +218,11 @@ class Ingestor:
             try:
                 self.store.adopt_chunking()
                 while (item := writes.get()) is not _DONE:
+                    plan = item[0]
                     self._write(*item, report)
-                    written += item[0].papers
+                    written += plan.papers
+                    if self.on_chunks and plan.new.ids:
+                        self.on_chunks(plan.new.ids, plan.new.texts)
             except BaseException as exc:
                 failures.append(exc)
                 stop.set()
