@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from sys import intern
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 # How far HNSW may miss: a chunk outside the approximate nearest `fetch` can score a little above
 # the weakest one returned (recall@10 is 0.965 at 100k chunks, docs/performance.md).
 HNSW_SLACK = 0.02
+IDS = "ids.npy"  # beside the bm25s files: chunk id of each BM25 row
 # "(ViT)" and, read backwards from it, the up-to-eight words before it. Matching forwards with one
 # pattern ("words (ACR)") backtracked at every word of every chunk: ~1 ms per chunk, most of a
 # BM25 rebuild at 100k chunks; this finds the parentheses first (~6 µs per chunk, same results).
@@ -90,8 +92,10 @@ class HybridRetriever(Retriever):
         self.alpha = settings.hybrid_alpha
         self._lock = threading.Lock()
         self._bm25: Any = None
-        self._ids: list[str] = []
-        self._vocab: set[str] = set()
+        # Chunk ids by BM25 row: a memory-mapped array of UTF-8 ids beside the index (a query
+        # reads the few rows it returns), or a list from an index of an earlier version.
+        self._ids: Sequence[Any] = []
+        self._vocab: Collection[str] = ()  # bm25s's own vocabulary (token -> column)
         self._shelves: dict[tuple[str, int], list[str]] | None = None  # vocab by (first, len)
         self._acronyms: dict[str, str] = {}
         self._state: tuple[int, str] | None = None
@@ -138,9 +142,11 @@ class HybridRetriever(Retriever):
 
             # Memory-mapped: the score matrix is read from the page cache on demand, not copied
             # into the process (~110 MB at 100k chunks).
-            self._bm25 = bm25s.BM25.load(str(self.dir / meta.get("index", "index")), mmap=True)
-            self._ids = meta["ids"]
-            self._vocab = set(meta["vocab"])
+            path = self.dir / meta.get("index", "index")
+            self._bm25 = bm25s.BM25.load(str(path), mmap=True)
+            # Older indexes listed the ids in the manifest.
+            self._ids = meta["ids"] if "ids" in meta else np.load(path / IDS, mmap_mode="r")
+            self._vocab = self._bm25.vocab_dict
             self._shelves = None
             self._acronyms = meta["acronyms"]
             self._state = state
@@ -189,7 +195,7 @@ class HybridRetriever(Retriever):
         if ids:
             bm25.index(tokens, show_progress=False)
         self._bm25, self._ids, self._state = bm25, ids, state
-        self._vocab = {t for doc in tokens for t in doc}
+        self._vocab = bm25.vocab_dict if ids else ()
         self._shelves = None
         self._acronyms = acronyms
         # Each build goes to a directory of its own: other processes may have the previous one
@@ -199,9 +205,12 @@ class HybridRetriever(Retriever):
         if ids:
             shutil.rmtree(self.dir / index, ignore_errors=True)
             bm25.save(str(self.dir / index))
-            # Serve from the memory-mapped copy, as a fresh process would, and let the
+            np.save(self.dir / index / IDS, np.array([i.encode() for i in ids]))
+            # Serve from the memory-mapped copies, as a fresh process would, and let the
             # in-memory build go.
             self._bm25 = bm25s.BM25.load(str(self.dir / index), mmap=True)
+            self._ids = np.load(self.dir / index / IDS, mmap_mode="r")
+            self._vocab = self._bm25.vocab_dict
         manifest = self.dir / "manifest.json"
         tmp_manifest = manifest.with_suffix(".tmp")
         tmp_manifest.write_text(
@@ -209,8 +218,6 @@ class HybridRetriever(Retriever):
                 {
                     "state": list(state),
                     "index": index,
-                    "ids": ids,
-                    "vocab": sorted(self._vocab),
                     "acronyms": acronyms,
                 }
             )
@@ -272,7 +279,7 @@ class HybridRetriever(Retriever):
 
     def bm25_scores(self, question: str, n: int) -> dict[str, float]:
         """Chunk id -> BM25 score of the top `n` chunks with any query term."""
-        if self._bm25 is None or not self._ids:
+        if self._bm25 is None or not len(self._ids):
             return {}
         tokens = [t for t in self._query_tokens(question) if t in self._vocab]
         if not tokens:
@@ -281,7 +288,7 @@ class HybridRetriever(Retriever):
         rows = np.flatnonzero(scores)  # only chunks with a query term (a partition of all of
         if len(rows) > n:  # them costs ~5 ms at 100k chunks, of these well under 1 ms)
             rows = rows[np.argpartition(-scores[rows], n - 1)[:n]]
-        return {self._ids[int(i)]: float(scores[i]) for i in rows}
+        return {_text(self._ids[int(i)]): float(scores[i]) for i in rows}
 
     def search(
         self,
@@ -346,6 +353,10 @@ class HybridRetriever(Retriever):
         unread = [(cid, 1.0 - cosine[cid]) for cid in chosen if cid not in known]
         known.update((h.id, h) for h in self.store.hits(unread))
         return self.to_sources([known[c] for c in chosen if c in known], top_k, per_paper=per_paper)
+
+
+def _text(cid: str | bytes) -> str:
+    return cid.decode() if isinstance(cid, bytes) else cid
 
 
 def _kth_score(fused: dict[str, float], k: int, *, per_paper: bool) -> float:

@@ -185,8 +185,11 @@ class Ingestor:
         failures: list[BaseException] = []
         written = 0  # papers whose chunks are in the store
 
+        handed = threading.Event()  # the first batch is with the encoder (or there is none)
+
         def hand_on(batch: list[Paper]) -> None:
             plans.put(self._plan(batch, report))
+            handed.set()
 
         def produce() -> None:
             try:
@@ -212,10 +215,16 @@ class Ingestor:
             except BaseException as exc:
                 failures.append(exc)
                 stop.set()
+            finally:
+                handed.set()
 
         def write() -> None:
             nonlocal written
             try:
+                # Opening a new store (mostly importing chromadb: ~0.5 s of Python, holding the
+                # GIL) waits until the first batch is chunked, so it does not delay the encoder's
+                # start.
+                handed.wait()
                 self.store.adopt_chunking()
                 while (item := writes.get()) is not _DONE:
                     plan = item[0]

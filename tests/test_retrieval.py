@@ -238,6 +238,41 @@ def test_bm25_rebuild_never_rewrites_a_mapped_index(
 
 
 @pytest.mark.e2e
+def test_bm25_ids_are_mapped_and_an_older_index_still_loads(
+    real_assistant: Assistant,
+) -> None:
+    """Chunk ids live in a memory-mapped array beside the index (not a list in the manifest,
+    ~8 MB per 100k chunks held by every process); an index whose manifest lists them, as
+    earlier versions wrote it, is still read without a rebuild, with the same scores."""
+    import numpy as np
+
+    assistant = Assistant(
+        real_assistant.settings, embedder=real_assistant.embedder, store=real_assistant.store
+    )
+    assistant.retrieve("warm up the index")
+    root = assistant.settings.data_dir / "bm25" / "papers"
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert "ids" not in manifest and "vocab" not in manifest
+    ids = np.load(root / manifest["index"] / "ids.npy")
+    assert sorted(i.decode() for i in ids) == sorted(assistant.store.get(include=[])["ids"])
+    fresh = HybridRetriever(assistant.store, assistant.embedder, assistant.settings)
+    fresh.refresh()
+    assert isinstance(fresh._ids, np.memmap)
+    question = "Long Range Arena sequence lengths"
+    scores = fresh.bm25_scores(question, 10)
+    assert scores and all(isinstance(cid, str) for cid in scores)
+
+    older = {**manifest, "ids": [i.decode() for i in ids], "vocab": []}
+    (root / "manifest.json").write_text(json.dumps(older))
+    (root / manifest["index"] / "ids.npy").unlink()
+    reader = HybridRetriever(assistant.store, assistant.embedder, assistant.settings)
+    reader.refresh()
+    assert isinstance(reader._ids, list)  # the listed ids, loaded: no rebuild
+    assert not (root / manifest["index"] / "ids.npy").exists()
+    assert reader.bm25_scores(question, 10) == scores
+
+
+@pytest.mark.e2e
 def test_default_encoder_gives_a_text_the_same_vector_in_any_batch() -> None:
     """int8 activations are scaled per batch: batched, a chunk's vector would depend on its
     batch mates, and a re-ingest could reorder near-tied sources."""
