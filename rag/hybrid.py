@@ -10,12 +10,15 @@ tolerance (unknown query words mapped to the closest vocabulary word).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import difflib
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import threading
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,12 +48,31 @@ _WORDS_BEFORE = re.compile(r"\s*([\w\-]+(?:\s+[\w\-]+){0,7})")
 
 
 def _bm25s() -> Any:
-    """bm25s, its logger quieted: it sets itself to DEBUG on import, and with any handler
-    configured (`rag serve`) "Building index from tokens" reached the user's console."""
+    """bm25s, its logger quieted, without scipy.
+
+    bm25s sets its logger to DEBUG on import, and with any handler configured (`rag serve`)
+    "Building index from tokens" reached the user's console. And it imports scipy.sparse, when
+    installed, only to offer a matrix backend rag does not use (its default, `csc_backend=
+    "numpy"`, needs numpy alone): kept out, that is ~10 MB less in every process and ~0.1 s
+    less in the first query or ingest. If scipy is already loaded, nothing changes."""
+    if "bm25s" not in sys.modules and "scipy.sparse" not in sys.modules:
+        sys.modules["scipy.sparse"] = None  # type: ignore[assignment]  # ImportError for bm25s
+        try:
+            import bm25s
+        finally:
+            del sys.modules["scipy.sparse"]  # anyone else may import it as usual
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by the process back to the OS (glibc keeps it otherwise). Opening a
+    store and listing its ids for the index check leave ~10-20 MB free but held at 100k chunks.
+    A no-op without glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def tokenize(text: str) -> list[str]:
@@ -113,11 +135,11 @@ class HybridRetriever(Retriever):
             # One listing of the store's ids serves both the state check and a rebuild.
             ids = sorted(self.store.get(include=[])["ids"])
             state = (len(ids), hashlib.sha1("\n".join(ids).encode()).hexdigest())
-            if self._bm25 is not None and state == self._state:
-                return
-            if self._bm25 is None and self._load(state):
-                return
-            self._rebuild(state, ids)
+            unchanged = self._bm25 is not None and state == self._state
+            if not unchanged and not (self._bm25 is None and self._load(state)):
+                self._rebuild(state, ids)
+            del ids
+            _release_freed_memory()
 
     def prepare(self, ids: list[str], texts: list[str]) -> None:
         """Tokenise chunks an ingest has just written. It runs in the ingest's writing thread,

@@ -291,3 +291,26 @@ def test_default_encoder_gives_a_text_the_same_vector_in_any_batch() -> None:
     alone = np.stack([embedder.encode([t])[0] for t in texts])
     assert np.array_equal(embedder.encode(texts), alone)
     assert np.array_equal(embedder.encode(texts[::-1])[::-1], alone)
+
+
+def test_bm25s_is_loaded_without_scipy() -> None:
+    """bm25s imports scipy.sparse only for a backend rag does not use; rag keeps it out (~10 MB
+    per process) and leaves scipy importable for anyone else."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from rag.hybrid import _bm25s\n"
+        "bm25s = _bm25s()\n"
+        "assert 'scipy.sparse' not in sys.modules, 'scipy was loaded'\n"
+        "index = bm25s.BM25()\n"
+        "index.index([['quokka', 'arena'], ['long', 'range', 'arena']], show_progress=False)\n"
+        "print(sorted(index.get_scores(['arena']).round(3).tolist()))\n"
+        "import scipy.sparse\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    low, high = json.loads(out)
+    assert 0 < low < high  # the shorter document scores higher for the shared term
