@@ -114,8 +114,8 @@ class HybridRetriever(Retriever):
         self.alpha = settings.hybrid_alpha
         self._lock = threading.Lock()
         self._bm25: Any = None
-        # Chunk ids by BM25 row: a memory-mapped array of UTF-8 ids beside the index (a query
-        # reads the few rows it returns), or a list from an index of an earlier version.
+        # Chunk ids by BM25 row: a memory-mapped array of UTF-8 ids beside the index, so a query
+        # reads the few rows it returns (a list of Python strings was ~8 MB per 100k chunks).
         self._ids: Sequence[Any] = []
         self._vocab: Collection[str] = ()  # bm25s's own vocabulary (token -> column)
         self._shelves: dict[tuple[str, int], list[str]] | None = None  # vocab by (first, len)
@@ -166,8 +166,11 @@ class HybridRetriever(Retriever):
             # into the process (~110 MB at 100k chunks).
             path = self.dir / meta.get("index", "index")
             self._bm25 = bm25s.BM25.load(str(path), mmap=True)
-            # Older indexes listed the ids in the manifest.
-            self._ids = meta["ids"] if "ids" in meta else np.load(path / IDS, mmap_mode="r")
+            if "ids" in meta:  # listed in the manifest before: moved beside the index, once
+                _save_ids(path, meta.pop("ids"))
+                meta.pop("vocab", None)
+                _write_json(manifest, meta)
+            self._ids = np.load(path / IDS, mmap_mode="r")
             self._vocab = self._bm25.vocab_dict
             self._shelves = None
             self._acronyms = meta["acronyms"]
@@ -227,24 +230,16 @@ class HybridRetriever(Retriever):
         if ids:
             shutil.rmtree(self.dir / index, ignore_errors=True)
             bm25.save(str(self.dir / index))
-            np.save(self.dir / index / IDS, np.array([i.encode() for i in ids]))
+            _save_ids(self.dir / index, ids)
             # Serve from the memory-mapped copies, as a fresh process would, and let the
             # in-memory build go.
             self._bm25 = bm25s.BM25.load(str(self.dir / index), mmap=True)
             self._ids = np.load(self.dir / index / IDS, mmap_mode="r")
             self._vocab = self._bm25.vocab_dict
-        manifest = self.dir / "manifest.json"
-        tmp_manifest = manifest.with_suffix(".tmp")
-        tmp_manifest.write_text(
-            json.dumps(
-                {
-                    "state": list(state),
-                    "index": index,
-                    "acronyms": acronyms,
-                }
-            )
+        _write_json(
+            self.dir / "manifest.json",
+            {"state": list(state), "index": index, "acronyms": acronyms},
         )
-        tmp_manifest.replace(manifest)
         for old in self.dir.glob("index*"):
             if old.name != index and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
@@ -375,6 +370,21 @@ class HybridRetriever(Retriever):
         unread = [(cid, 1.0 - cosine[cid]) for cid in chosen if cid not in known]
         known.update((h.id, h) for h in self.store.hits(unread))
         return self.to_sources([known[c] for c in chosen if c in known], top_k, per_paper=per_paper)
+
+
+def _save_ids(index: Path, ids: Sequence[str]) -> None:
+    """The chunk id of each BM25 row, as a fixed-width UTF-8 array (memory-mapped by readers)."""
+    tmp = index / (IDS + ".tmp")
+    with tmp.open("wb") as handle:
+        np.save(handle, np.array([i.encode() for i in ids]))
+    tmp.replace(index / IDS)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically: readers in other processes see the old file or the new one, never half."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
 
 
 def _text(cid: str | bytes) -> str:

@@ -238,12 +238,13 @@ def test_bm25_rebuild_never_rewrites_a_mapped_index(
 
 
 @pytest.mark.e2e
-def test_bm25_ids_are_mapped_and_an_older_index_still_loads(
+def test_bm25_ids_are_mapped_and_an_older_index_is_migrated(
     real_assistant: Assistant,
 ) -> None:
     """Chunk ids live in a memory-mapped array beside the index (not a list in the manifest,
-    ~8 MB per 100k chunks held by every process); an index whose manifest lists them, as
-    earlier versions wrote it, is still read without a rebuild, with the same scores."""
+    ~8 MB per 100k chunks held by every process). An index whose manifest lists them, as
+    earlier versions wrote it, is read without a rebuild, with the same scores, and its ids
+    are moved beside it once."""
     import numpy as np
 
     assistant = Assistant(
@@ -253,8 +254,9 @@ def test_bm25_ids_are_mapped_and_an_older_index_still_loads(
     root = assistant.settings.data_dir / "bm25" / "papers"
     manifest = json.loads((root / "manifest.json").read_text())
     assert "ids" not in manifest and "vocab" not in manifest
-    ids = np.load(root / manifest["index"] / "ids.npy")
-    assert sorted(i.decode() for i in ids) == sorted(assistant.store.get(include=[])["ids"])
+    index = root / manifest["index"]
+    ids = [i.decode() for i in np.load(index / "ids.npy")]
+    assert sorted(ids) == sorted(assistant.store.get(include=[])["ids"])
     fresh = HybridRetriever(assistant.store, assistant.embedder, assistant.settings)
     fresh.refresh()
     assert isinstance(fresh._ids, np.memmap)
@@ -262,14 +264,16 @@ def test_bm25_ids_are_mapped_and_an_older_index_still_loads(
     scores = fresh.bm25_scores(question, 10)
     assert scores and all(isinstance(cid, str) for cid in scores)
 
-    older = {**manifest, "ids": [i.decode() for i in ids], "vocab": []}
-    (root / "manifest.json").write_text(json.dumps(older))
-    (root / manifest["index"] / "ids.npy").unlink()
+    # The earlier format: ids and vocabulary in the manifest, nothing beside the index.
+    (root / "manifest.json").write_text(json.dumps({**manifest, "ids": ids, "vocab": ["x"]}))
+    (index / "ids.npy").unlink()
+    built = (index / "data.csc.index.npy").stat().st_ino
     reader = HybridRetriever(assistant.store, assistant.embedder, assistant.settings)
     reader.refresh()
-    assert isinstance(reader._ids, list)  # the listed ids, loaded: no rebuild
-    assert not (root / manifest["index"] / "ids.npy").exists()
+    assert (index / "data.csc.index.npy").stat().st_ino == built  # loaded, not rebuilt
     assert reader.bm25_scores(question, 10) == scores
+    assert json.loads((root / "manifest.json").read_text()) == manifest
+    assert [i.decode() for i in np.load(index / "ids.npy")] == ids
 
 
 @pytest.mark.e2e
