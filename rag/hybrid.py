@@ -145,7 +145,7 @@ class HybridRetriever(Retriever):
         """Tokenise chunks an ingest has just written. It runs in the ingest's writing thread,
         which waits on the encoder most of the time, so the refresh after the ingest neither
         reads the new chunks back nor tokenises them."""
-        _bm25s()  # imported here, off the refresh's path (~0.3 s with scipy)
+        _bm25s()  # imported here, off the refresh's path
 
         self._prepared.update(
             (cid, ([intern(t) for t in tokenize(text)], find_acronyms(text)))
