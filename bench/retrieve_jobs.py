@@ -48,7 +48,7 @@ def _settings(data_dir: str, host: str | None = None, port: int | None = None, *
 def material(args: dict[str, Any]) -> dict[str, Any]:
     """Real chunks of the bundled corpus and every corpus sentence, embedded once."""
     from bench.common import bundled_papers, sentence_pool
-    from rag.chunking import Chunker
+    from rag import Assistant
     from rag.ingest import chunk_metadata, paper_hash
     from rag.onnx_embed import OnnxEmbedding
 
@@ -56,16 +56,8 @@ def material(args: dict[str, Any]) -> dict[str, Any]:
     if out.exists():
         return {"cached": True}
     emb = OnnxEmbedding()
-    settings = _settings(args["data_dir"])
-    from rag.chunking import fingerprint
-
-    chunking = fingerprint(settings.chunk_tokens, settings.chunk_overlap)
-    chunker = Chunker(
-        settings.chunk_tokens,
-        settings.chunk_overlap,
-        count_model_tokens=emb.count_tokens,
-        max_model_tokens=emb.max_tokens,
-    )
+    assistant = Assistant(_settings(args["data_dir"]), embedder=emb)
+    chunking, chunker = assistant.chunking, assistant.chunker
     papers = bundled_papers()
     ids, texts, metas = [], [], []
     for paper in papers:

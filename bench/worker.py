@@ -34,18 +34,11 @@ def chunk_texts(args: dict[str, Any]) -> dict[str, Any]:
     an interpreter of its own, so the ingest job's bare encoder run before the ingest does not
     warm the ingest's tokenizers."""
     from rag import Assistant, Settings
-    from rag.chunking import Chunker
     from rag.corpus import iter_corpus
     from rag.types import Paper
 
     settings = Settings(data_dir=Path(args["data_dir"]), embed_backend="onnx", _env_file=None)
-    embedder = Assistant(settings).embedder
-    chunker = Chunker(
-        settings.chunk_tokens,
-        settings.chunk_overlap,
-        count_model_tokens=embedder.count_tokens,
-        max_model_tokens=embedder.max_tokens,
-    )
+    chunker = Assistant(settings).chunker  # the one `Assistant.ingest` uses
     papers = iter_corpus(_targets(args.get("corpus")), max_chars=settings.max_abstract_chars)
     texts = [c.text for p in papers if isinstance(p, Paper) for c in chunker.chunk(p)]
     Path(args["out"]).write_text(json.dumps(texts))

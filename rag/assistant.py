@@ -69,6 +69,17 @@ class Assistant:
             return self._embedder
 
     @property
+    def chunker(self) -> Chunker:
+        """How an ingest chunks: the settings' sizes, chunks kept within the embedder's limit."""
+        emb = self.embedder
+        return Chunker(
+            self.settings.chunk_tokens,
+            self.settings.chunk_overlap,
+            count_model_tokens=getattr(emb, "count_tokens", None),
+            max_model_tokens=int(getattr(emb, "max_tokens", 256)),
+        )
+
+    @property
     def chunking(self) -> str:
         return chunking_fingerprint(self.settings.chunk_tokens, self.settings.chunk_overlap)
 
@@ -150,12 +161,7 @@ class Assistant:
         """Add papers from files or directories (None = the bundled corpus). Safe to repeat."""
         targets = [Path(p) for p in paths] if paths else [bundled_corpus_dir()]
         emb = self.embedder
-        chunker = Chunker(
-            self.settings.chunk_tokens,
-            self.settings.chunk_overlap,
-            count_model_tokens=getattr(emb, "count_tokens", None),
-            max_model_tokens=int(getattr(emb, "max_tokens", 256)),
-        )
+        chunker = self.chunker
         # The lock comes first: a --rebuild must never drop a collection another ingest is filling.
         with ingest_lock(self.settings.data_dir):
             if rebuild:
