@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from rag.errors import CorpusError
 from rag.types import Chunk, Paper
 
 TokenCounter = Callable[[str], int]
@@ -110,32 +112,89 @@ class Chunker:
         splitter = _splitter(size, min(self.chunk_overlap, size // 4))
         return [c for c in splitter.split_text(body) if c.strip()]
 
-    def _fits(self, text: str) -> bool:
+    def _shorter(self, body: str) -> list[str]:
+        """`body` as two or more non-empty pieces, each strictly shorter than it, in order;
+        [] when it is one character (it cannot be split)."""
+        body = body.strip()
+        # Word pieces run longer than tiktoken tokens on some text (numbers, rare words).
+        tokens = count_tiktoken(body)
+        smaller = max(16, int(tokens * 0.7))
+        parts = self._split(body, smaller) if smaller < tokens else []
+        if len(parts) > 1 and all(0 < len(p.strip()) < len(body) for p in parts):
+            return parts
+        words = body.split()
+        if len(words) > 1:
+            half = len(words) // 2
+            return [" ".join(words[:half]), " ".join(words[half:])]
+        if len(body) > 1:  # one enormous "word": cut by characters
+            return [body[: len(body) // 2], body[len(body) // 2 :]]
+        return []
+
+    def chunk_title(self, paper: Paper) -> str:
+        """The title as every chunk carries it: at most 48 tiktoken tokens (a runaway title must
+        not crowd out the text) and, measured with the model's own tokenizer, at most a third of
+        its limit (a title of 260 dots is ~17 tiktoken tokens but ~260 word pieces). A longer
+        title is cut at a word boundary; the stored title stays whole."""
+        title = truncate_tokens(paper.title, 48)
+        limit = self.max_model_tokens // 3
+        if self._fits(chunk_text(title, ""), limit):
+            return title
+        lo, hi = 0, len(title)  # the longest prefix that fits: a binary search, O(log n) counts
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._fits(chunk_text(title[:mid], ""), limit):
+                lo = mid
+            else:
+                hi = mid - 1
+        cut = title[:lo]
+        if " " in cut.strip() and not title[lo : lo + 1].isspace():
+            cut = cut[: cut.rstrip().rfind(" ")]  # do not end on half a word
+        cut = cut.strip()
+        if not cut:
+            raise self._error(paper, "not even the title's first character fits")
+        return cut
+
+    def _error(self, paper: Paper, why: str) -> CorpusError:
+        return CorpusError(
+            f"'{paper.title[:60]}' cannot be cut into chunks of at most {self.max_model_tokens} "
+            f"word pieces for the embedding model ({why}); check the record's text",
+            file=paper.source or None,
+            line=paper.line or None,
+        )
+
+    def _fits(self, text: str, limit: int | None = None) -> bool:
         if self.count_model_tokens is None:
             return True
-        return self.count_model_tokens(text) <= self.max_model_tokens
+        return self.count_model_tokens(text) <= (limit or self.max_model_tokens)
 
     def chunk(self, paper: Paper) -> list[Chunk]:
-        title = truncate_tokens(paper.title, 48)  # a runaway title must not crowd out the text
+        """The paper's chunks, each within the model's limit. Finishes for any input: a title
+        too long for the model is cut (`chunk_title`), and a piece of abstract that does not fit
+        is split into strictly shorter pieces until it does; a piece that cannot be split
+        further (one character) and still does not fit is a `CorpusError` for the record.
+
+        Bounded: every piece put back on the queue is non-empty and strictly shorter than the
+        piece it replaces, so lengths strictly decrease along every split (each piece is split
+        at most len(abstract) times); `max_steps` bounds the whole loop regardless."""
+        title = self.chunk_title(paper)
         budget = max(48, self.chunk_tokens - count_tiktoken(title) - 1)
         bodies: list[str] = []
-        queue = self._split(paper.abstract, budget)
-        while queue:
-            body = queue.pop(0)
+        queue = deque(self._split(paper.abstract, budget))
+        max_steps = 4 * len(paper.abstract) + 64
+        for _step in range(max_steps):
+            if not queue:
+                break
+            body = queue.popleft()
             if self._fits(chunk_text(title, body)):
                 bodies.append(body)
                 continue
-            # Word pieces run longer than tiktoken tokens on some text (numbers, rare words).
-            smaller = max(16, int(count_tiktoken(body) * 0.7))
-            parts = self._split(body, smaller) if smaller < count_tiktoken(body) else []
-            if len(parts) <= 1:
-                words = body.split()
-                half = max(1, len(words) // 2)
-                parts = [" ".join(words[:half]), " ".join(words[half:])]
-                parts = [p for p in parts if p]
-                if len(parts) == 1:  # one enormous "word": cut by characters
-                    parts = [body[: len(body) // 2], body[len(body) // 2 :]]
-            queue[0:0] = parts
+            parts = self._shorter(body)
+            if not parts:
+                raise self._error(paper, f"the text {body[:20]!r} alone is over the limit")
+            queue.extendleft(reversed(parts))
+        else:
+            if queue:  # unreachable by the argument above; a guard, not a path
+                raise self._error(paper, f"it did not fit after {max_steps:,} splits")
         return [
             Chunk(
                 id=chunk_id(paper.id, i, chunk_text(title, body)),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from rag.assistant import Assistant
@@ -146,8 +147,14 @@ def ingest(
             f"duplicates {report.duplicates}, failed {len(report.failed)} "
             f"({report.chunk_counts} in {report.seconds:.1f}s)"
         )
+        for change in report.replaced:  # a known id whose title or abstract changed
+            err.print(
+                "[cyan]replaced:[/cyan]", escape(str(change)), highlight=False, soft_wrap=True
+            )
         for failure in report.failed:
-            err.print(f"[yellow]failed:[/yellow] {failure}", highlight=False, soft_wrap=True)
+            err.print(
+                "[yellow]failed:[/yellow]", escape(str(failure)), highlight=False, soft_wrap=True
+            )
     if report.failed:
         if not as_json:
             err.print("partial ingest: the good records went in; fix the lines above and rerun.")

@@ -39,7 +39,12 @@ log = logging.getLogger(__name__)
 # How far HNSW may miss: a chunk outside the approximate nearest `fetch` can score a little above
 # the weakest one returned (recall@10 is 0.965 at 100k chunks, docs/performance.md).
 HNSW_SLACK = 0.02
-IDS = "ids.npy"  # beside the bm25s files: chunk id of each BM25 row
+# Beside the bm25s files, the chunk id of each BM25 row: the UTF-8 ids back to back, and where
+# each starts. Disk and memory are the ids' own length (an array of fixed-width rows, as before,
+# padded every row to the longest id: one 1 MB id made a 647 MB file).
+IDS = "ids.bin"
+OFFSETS = "ids.offsets.npy"  # int64, one more than there are ids
+LEGACY_IDS = "ids.npy"  # the fixed-width array of earlier versions, converted on first load
 # "(ViT)" and, read backwards from it, the up-to-eight words before it. Matching forwards with one
 # pattern ("words (ACR)") backtracked at every word of every chunk: ~1 ms per chunk, most of a
 # BM25 rebuild at 100k chunks; this finds the parentheses first (~6 µs per chunk, same results).
@@ -170,7 +175,14 @@ class HybridRetriever(Retriever):
                 _save_ids(path, meta.pop("ids"))
                 meta.pop("vocab", None)
                 _write_json(manifest, meta)
-            self._ids = np.load(path / IDS, mmap_mode="r")
+            elif not (path / OFFSETS).exists() and (path / LEGACY_IDS).exists():
+                # A fixed-width array, as written before: converted once, without a rebuild.
+                _save_ids(path, [_text(i) for i in np.load(path / LEGACY_IDS)])
+                (path / LEGACY_IDS).unlink(missing_ok=True)
+            ids = load_ids(path)
+            if len(ids) != state[0]:
+                raise ValueError(f"{len(ids)} ids beside the index, {state[0]} chunks in the store")
+            self._ids = ids
             self._vocab = self._bm25.vocab_dict
             self._shelves = None
             self._acronyms = meta["acronyms"]
@@ -234,7 +246,7 @@ class HybridRetriever(Retriever):
             # Serve from the memory-mapped copies, as a fresh process would, and let the
             # in-memory build go.
             self._bm25 = bm25s.BM25.load(str(self.dir / index), mmap=True)
-            self._ids = np.load(self.dir / index / IDS, mmap_mode="r")
+            self._ids = load_ids(self.dir / index)
             self._vocab = self._bm25.vocab_dict
         _write_json(
             self.dir / "manifest.json",
@@ -372,12 +384,55 @@ class HybridRetriever(Retriever):
         return self.to_sources([known[c] for c in chosen if c in known], top_k, per_paper=per_paper)
 
 
+class IdColumn(Sequence[str]):
+    """The chunk ids of an index's rows, memory-mapped: a query reads the few rows it returns."""
+
+    def __init__(self, index: Path) -> None:
+        self._offsets = np.load(index / OFFSETS, mmap_mode="r")
+        size = (index / IDS).stat().st_size
+        # np.memmap refuses an empty file (an index of no chunks has no id bytes).
+        self._blob = (
+            np.memmap(index / IDS, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        )
+        offsets = self._offsets
+        if (
+            offsets.ndim != 1
+            or len(offsets) < 1
+            or int(offsets[0]) != 0
+            or int(offsets[-1]) != size
+            or (len(offsets) > 1 and bool(np.any(np.diff(offsets) < 0)))
+        ):
+            raise ValueError(f"id offsets at {index} do not match {IDS}")
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, row: int) -> str:  # type: ignore[override]  # rows only, no slices
+        if not -len(self) <= row < len(self):
+            raise IndexError(row)
+        row %= len(self)
+        start, end = int(self._offsets[row]), int(self._offsets[row + 1])
+        return bytes(self._blob[start:end]).decode()
+
+
+def load_ids(index: Path) -> IdColumn:
+    return IdColumn(index)
+
+
 def _save_ids(index: Path, ids: Sequence[str]) -> None:
-    """The chunk id of each BM25 row, as a fixed-width UTF-8 array (memory-mapped by readers)."""
+    """The chunk id of each BM25 row: UTF-8 back to back, and the offset of each (memory-mapped
+    by readers). The offsets go last: a reader that finds them finds the ids they index."""
+    encoded = [i.encode() for i in ids]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.array([len(e) for e in encoded], dtype=np.int64))
     tmp = index / (IDS + ".tmp")
     with tmp.open("wb") as handle:
-        np.save(handle, np.array([i.encode() for i in ids]))
+        handle.writelines(encoded)
     tmp.replace(index / IDS)
+    tmp = index / (OFFSETS + ".tmp")
+    with tmp.open("wb") as handle:
+        np.save(handle, offsets)
+    tmp.replace(index / OFFSETS)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

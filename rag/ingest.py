@@ -26,7 +26,7 @@ from rag.corpus import iter_corpus
 from rag.embeddings import encode
 from rag.errors import CorpusError, StoreError
 from rag.store import Store
-from rag.types import Chunk, IngestFailure, IngestReport, Paper
+from rag.types import Chunk, IngestFailure, IngestReport, Paper, PaperReplacement
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ def chunk_metadata(paper: Paper, chunk: Chunk, phash: str, chunks: list[Chunk]) 
     if chunk.position == 0:
         meta["abstract"] = paper.abstract
     return meta
+
+
+def _failure(error: CorpusError) -> IngestFailure:
+    return IngestFailure(file=error.file or "?", line=error.line, reason=error.reason)
 
 
 @contextlib.contextmanager
@@ -151,6 +155,7 @@ class Ingestor:
         *,
         on_chunks: Callable[[list[str], list[str]], None] | None = None,
         fresh: bool = False,
+        max_id_chars: int = 256,
     ) -> None:
         # A store still to be opened (`fresh`): opening it (~0.7 s, mostly importing chromadb)
         # then happens in the writing thread while the first batches are encoded.
@@ -162,6 +167,7 @@ class Ingestor:
         self.chunker = chunker
         self.chunking = chunking
         self.max_chars = max_chars
+        self.max_id_chars = max_id_chars
         # Told (ids, texts) of each batch's new chunks in the writing thread once they are
         # written: the BM25 index tokenises them there, while the encoder works on later batches.
         self.on_chunks = on_chunks
@@ -195,15 +201,15 @@ class Ingestor:
             try:
                 batch: list[Paper] = []
                 size = min(4, PAPER_BATCH)
-                for item in iter_corpus(paths, max_chars=self.max_chars):
+                for item in iter_corpus(
+                    paths, max_chars=self.max_chars, max_id_chars=self.max_id_chars
+                ):
                     if stop.is_set():
                         return
                     if item is None:
                         report.duplicates += 1
                     elif isinstance(item, CorpusError):
-                        report.failed.append(
-                            IngestFailure(file=item.file or "?", line=item.line, reason=item.reason)
-                        )
+                        report.failed.append(_failure(item))
                     else:
                         batch.append(item)
                         if len(batch) >= size:
@@ -274,13 +280,29 @@ class Ingestor:
         """What to write for a batch of papers: which are new, changed or unchanged, and chunks."""
         state = {} if self.fresh else self.store.paper_state([p.id for p in papers])
         plan = _Plan(len(papers))
+        changed: list[tuple[Paper, dict[str, str]]] = []
         for paper in papers:
             phash = paper_hash(paper, self.chunking)
             stored = state.get(paper.id, {})
             if stored and set(stored.values()) == {f"{phash}/{len(stored)}"}:
                 report.skipped += 1  # every chunk of this exact version is there
                 continue
-            chunks = self.chunker.chunk(paper)
+            try:
+                chunks = self.chunker.chunk(paper)
+            except CorpusError as exc:  # this record cannot be chunked: it alone fails
+                report.failed.append(_failure(exc))
+                continue
+            except Exception as exc:  # a bug, but one record's, not the whole ingest's
+                log.exception("chunking %s:%s failed", paper.source, paper.line)
+                report.failed.append(
+                    IngestFailure(
+                        file=paper.source or "?",
+                        line=paper.line or None,
+                        reason=f"cannot be chunked ({type(exc).__name__}); check the record's "
+                        "text, and report this as a bug",
+                    )
+                )
+                continue
             wanted = {c.id for c in chunks}
             for chunk in chunks:
                 have = stored.get(chunk.id)
@@ -292,9 +314,39 @@ class Ingestor:
             plan.stale.extend(cid for cid in stored if cid not in wanted)
             if stored:
                 report.updated += 1
+                changed.append((paper, stored))
             else:
                 report.added += 1
+        if changed:
+            report.replaced.extend(self._replacements(changed))
         return plan
+
+    def _replacements(self, changed: list[tuple[Paper, dict[str, str]]]) -> list[PaperReplacement]:
+        """The updated papers whose title or abstract differs from the stored version (a
+        changed date or author list, or a new chunking, is an update but not a replacement)."""
+        firsts = {}
+        for paper, stored in changed:
+            first = next((c for c in stored if c.rpartition("#")[2].startswith("0:")), None)
+            if first is not None:
+                firsts[first] = paper
+        got = self.store.get(ids=list(firsts), include=["metadatas"]) if firsts else {"ids": []}
+        out = []
+        for cid, meta in zip(got["ids"], got.get("metadatas") or [], strict=False):
+            paper, meta = firsts[cid], meta or {}
+            old_title, old_abstract = str(meta.get("title", "")), meta.get("abstract")
+            if old_title != paper.title or (
+                old_abstract is not None and old_abstract != paper.abstract
+            ):
+                out.append(
+                    PaperReplacement(
+                        paper_id=paper.id,
+                        old_title=old_title,
+                        new_title=paper.title,
+                        file=paper.source,
+                        line=paper.line or None,
+                    )
+                )
+        return out
 
     def _write(self, plan: _Plan, vectors: Any, report: IngestReport) -> None:
         """Write one batch: new and relabelled chunks first, stale ones deleted after (a run

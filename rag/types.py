@@ -41,6 +41,22 @@ class IngestFailure(BaseModel):
         return f"{where}: {self.reason}"
 
 
+class PaperReplacement(BaseModel):
+    """A stored paper whose title or abstract an ingest replaced: the same id, other text."""
+
+    paper_id: str
+    old_title: str
+    new_title: str
+    file: str = Field("", description="Where the new version came from.")
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file and self.line else ""
+        if self.old_title == self.new_title:
+            return f"{where}'{self.paper_id}' '{self.new_title}': abstract replaced"
+        return f"{where}'{self.paper_id}' was '{self.old_title}', now '{self.new_title}'"
+
+
 class IngestReport(BaseModel):
     """What one ingest did. `ok` is False when some records failed (a partial ingest)."""
 
@@ -53,6 +69,11 @@ class IngestReport(BaseModel):
         0, description="Stored chunks whose text was unchanged: new metadata, vector kept."
     )
     failed: list[IngestFailure] = Field(default_factory=list)
+    replaced: list[PaperReplacement] = Field(
+        default_factory=list,
+        description="Updated papers whose title or abstract changed (not only metadata), with "
+        "the stored title and the new one: a different paper behind a known id shows here.",
+    )
     seconds: float = 0.0
 
     @property

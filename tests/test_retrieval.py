@@ -241,11 +241,13 @@ def test_bm25_rebuild_never_rewrites_a_mapped_index(
 def test_bm25_ids_are_mapped_and_an_older_index_is_migrated(
     real_assistant: Assistant,
 ) -> None:
-    """Chunk ids live in a memory-mapped array beside the index (not a list in the manifest,
-    ~8 MB per 100k chunks held by every process). An index whose manifest lists them, as
-    earlier versions wrote it, is read without a rebuild, with the same scores, and its ids
-    are moved beside it once."""
+    """Chunk ids live beside the index, memory-mapped (not a list in the manifest, ~8 MB per
+    100k chunks held by every process), each as long as it is (not a fixed-width array padded
+    to the longest id). Indexes as earlier versions wrote them (ids listed in the manifest, or
+    a fixed-width ids.npy) are read without a rebuild, with the same scores, and converted once."""
     import numpy as np
+
+    from rag.hybrid import IDS, LEGACY_IDS, OFFSETS, IdColumn, load_ids
 
     assistant = Assistant(
         real_assistant.settings, embedder=real_assistant.embedder, store=real_assistant.store
@@ -255,25 +257,37 @@ def test_bm25_ids_are_mapped_and_an_older_index_is_migrated(
     manifest = json.loads((root / "manifest.json").read_text())
     assert "ids" not in manifest and "vocab" not in manifest
     index = root / manifest["index"]
-    ids = [i.decode() for i in np.load(index / "ids.npy")]
+    ids = list(load_ids(index))
     assert sorted(ids) == sorted(assistant.store.get(include=[])["ids"])
+    assert (index / IDS).stat().st_size == sum(len(i.encode()) for i in ids)  # no padding
     fresh = HybridRetriever(assistant.store, assistant.embedder, assistant.settings)
     fresh.refresh()
-    assert isinstance(fresh._ids, np.memmap)
+    assert isinstance(fresh._ids, IdColumn)
     question = "Long Range Arena sequence lengths"
     scores = fresh.bm25_scores(question, 10)
     assert scores and all(isinstance(cid, str) for cid in scores)
-
-    # The earlier format: ids and vocabulary in the manifest, nothing beside the index.
-    (root / "manifest.json").write_text(json.dumps({**manifest, "ids": ids, "vocab": ["x"]}))
-    (index / "ids.npy").unlink()
     built = (index / "data.csc.index.npy").stat().st_ino
+
+    # The earliest format: ids and vocabulary in the manifest, nothing beside the index.
+    (root / "manifest.json").write_text(json.dumps({**manifest, "ids": ids, "vocab": ["x"]}))
+    (index / IDS).unlink()
+    (index / OFFSETS).unlink()
     reader = HybridRetriever(assistant.store, assistant.embedder, assistant.settings)
     reader.refresh()
     assert (index / "data.csc.index.npy").stat().st_ino == built  # loaded, not rebuilt
     assert reader.bm25_scores(question, 10) == scores
     assert json.loads((root / "manifest.json").read_text()) == manifest
-    assert [i.decode() for i in np.load(index / "ids.npy")] == ids
+    assert list(load_ids(index)) == ids
+
+    # The next format: a fixed-width array of UTF-8 ids.
+    (index / IDS).unlink()
+    (index / OFFSETS).unlink()
+    np.save(index / LEGACY_IDS, np.array([i.encode() for i in ids]))
+    reader = HybridRetriever(assistant.store, assistant.embedder, assistant.settings)
+    reader.refresh()
+    assert (index / "data.csc.index.npy").stat().st_ino == built
+    assert reader.bm25_scores(question, 10) == scores
+    assert list(load_ids(index)) == ids and not (index / LEGACY_IDS).exists()
 
 
 @pytest.mark.e2e
