@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     max_abstract_chars: int = Field(
         20_000, ge=100, description="Longer abstracts are rejected as malformed input."
     )
+    max_id_chars: int = Field(
+        256,
+        ge=16,
+        description="Longer record ids are rejected (an id is copied into every chunk id and index row).",
+    )
 
     # --- retrieval -----------------------------------------------------------------------------
     top_k: int = Field(5, ge=1, le=50, description="Number of numbered sources per answer.")
