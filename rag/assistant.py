@@ -180,6 +180,7 @@ class Assistant:
                 self.settings.max_abstract_chars,
                 on_chunks=self._prepare_bm25,
                 fresh=fresh,
+                max_id_chars=self.settings.max_id_chars,
             )
             report = ingestor.run(targets, progress=progress)
         if hasattr(self.retriever, "refresh"):
