@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from rag import injection
 from rag.text import split_sentences
 from rag.types import Source
 
@@ -103,40 +104,10 @@ def format_source(number: int, title: str, text: str) -> str:
 # Sentences of an abstract that talk to the model instead of describing research. They stay in the
 # prompt (quoted as data, so a model can see what it is told to ignore) but are never *evidence*:
 # the verifier judges claims against the abstract without them, so obeying one cannot be "supported".
-_INSTRUCTION = re.compile(
-    r"""
-    \b(?:ignore|disregard|forget|override|bypass)\b[^.]{0,60}?
-        \b(?:instructions?|prompts?|rules|guidelines|directions|context|everything|all\s+(?:of\s+)?the\s+above)\b
-    | \byou\s+are\s+now\b | \bfrom\s+now\s+on\b
-    | \b(?:pretend|act)\s+(?:to\s+be|as\s+(?:if|an?|the))\b
-    | \b(?:system|developer|hidden|initial|original)\s+(?:prompt|message|instructions?)\b
-    | \b(?:api|bearer|auth(?:orization)?)[\s_-]*(?:keys?|tokens?|headers?)\b | \bpasswords?\b
-    | \[\s*/?\s*(?:system|assistant|user|inst|sys)\s*\]
-    | (?:<|&lt;|＜)\s*/?\s*source\b
-    | \bcite\s+(?:it|this(?:\s+paper)?|them|us|me)\s+as\b | \b(?:should|must)\s+(?:always\s+)?cite\b
-    | <\|[^|>]{1,30}\|> | <<\s*/?\s*sys\s*>>
-    | (?:^|\s)(?:system|assistant|user)\s*: | \#\#\#\s*(?:system|instruction|response)
-    | ^\W*(?:question|answer|sources?|response|instructions?)\s*:
-    | \b(?:for|in|to)\s+(?:every|each|all|any)\s+(?:questions?|answers?|responses?|repl(?:y|ies)|users?|queries)\b
-    | \b(?:language\s+models?|LLMs?|AI(?:\s+(?:assistants?|models?|systems?))?|chatbots?|assistants?)\b
-        [^.]{0,40}?\b(?:must|should|shall|will\s+now|are\s+instructed|reading\s+this)\b
-    | \bif\s+you\s+are\s+an?\s+(?:AI|LLM|language\s+model|assistant|chatbot)\b
-    | ^\W*(?:please\s+)?(?:(?:ignore|disregard|forget|reply|respond|print|reveal|cite|append|always|
-        never|do\s+not|don't|pretend)\b|answer\s+(?:with|only|exactly|every|all|[\"'“‘])|
-        (?:say|state)\s+(?:that|only|exactly|[\"'“‘])|tell\s+(?:the\s+)?(?:user|reader|them|me|everyone)|
-        output\s+(?:the|your|only|exactly|[\"'“‘])|repeat\s+(?:the|your|after|this)|
-        write\s+(?:only|exactly|[\"'“‘])|include\s+(?:this|the\s+following)|act\s+as|
-        remember\s+(?:that|to))
-    | !\[[^\]]*\]\([^)]*\) | \[[^\]]+\]\(\s*(?:https?|javascript|data):[^)]*\)
-    | <\s*/?\s*(?:a|img|script|iframe|style|object|embed|form|svg)\b[^>]*>
-    """,
-    re.IGNORECASE | re.VERBOSE,
-)
-
-
 def is_instruction(sentence: str) -> bool:
-    """True for a sentence addressed to the model (an injection), not a statement about research."""
-    return bool(_INSTRUCTION.search(sentence))
+    """True for a sentence addressed to the model (an injection), not a statement about research.
+    Disguises are undone first (`rag.injection.normalize`); see rag/injection.py for the signals."""
+    return injection.is_instruction(sentence)
 
 
 @lru_cache(maxsize=4096)  # pure; the same abstracts come back for question after question
