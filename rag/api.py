@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API, so existing chat clients can talk to the corpus.
 
-    POST /v1/chat/completions ─► bearer check ─► ChatRequest (pydantic) ─► engine for `model`
+    POST /v1/chat/completions ─► bearer check ─► body cap ─► ChatRequest (pydantic) ─► engine for `model`
         ─► Assistant.ask(last user message, history=earlier user/assistant turns)  (worker thread)
         ─► chat.completion JSON, or SSE chat.completion.chunk events + `data: [DONE]`
     GET /v1/models, GET /v1/models/{id}, GET /healthz
@@ -23,7 +23,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag.assistant import Assistant
 from rag.chunking import count_tiktoken
@@ -329,28 +329,119 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\s*\S+\s*$|\s*\S+", text) or [text]
 
 
-# ------------------------------------------------------------------------------ body limit
-class BodyLimit:
-    """Refuse API requests whose declared body exceeds `limit` bytes before anything reads it."""
+# ------------------------------------------------------------------------- gate: auth, size
+def is_api_path(path: str) -> bool:
+    """The paths the API answers (and guards): /v1 and everything under it."""
+    return path == "/v1" or path.startswith("/v1/")
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
+
+def _unauthorized() -> APIError:
+    return APIError(
+        401,
+        "missing or wrong API key; send the server's RAG_API_KEY as `Authorization: Bearer <key>`",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def bearer_ok(headers: Sequence[tuple[bytes, bytes]], key: str) -> bool:
+    """Exactly one `Authorization: Bearer <key>` header; compared in constant time."""
+    values = [v for k, v in headers if k.lower() == b"authorization"]
+    if len(values) != 1:
+        return False
+    scheme, _, token = values[0].strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key.encode())
+
+
+class BearerAuth:
+    """With RAG_API_KEY set, a /v1 request without the token is answered 401 here, first: before
+    anything reads its body, routes it or checks its size (so a 404, 405, 413 or bad JSON tells
+    a caller without the key nothing). A websocket to /v1 is closed (HTTP 403)."""
+
+    def __init__(self, app: ASGIApp, key: str | None = None) -> None:
+        self.app, self.key = app, key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > self.limit:
-                response = _error_response(
-                    APIError(
-                        413,
-                        f"the request body is over {self.limit // (1024 * 1024)} MB; send fewer "
-                        "or shorter messages",
-                        code="request_too_large",
-                    )
-                )
-                await response(scope, receive, send)
-                return
+        if (
+            self.key
+            and scope["type"] in ("http", "websocket")
+            and is_api_path(scope["path"])
+            and not bearer_ok(scope["headers"], self.key)
+        ):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await _error_response(_unauthorized())(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app by `BodyLimit`'s receive once the cap is passed."""
+
+
+class BodyLimit:
+    """Cap what is read of an API request body, not what is declared: a Content-Length over the
+    limit is refused before anything is read, and any body (chunked or with a false length) is
+    counted as it arrives and answered 413 as soon as the count passes the limit. Nothing after
+    that chunk is read; the app's own reply to the cut-off body is replaced by the 413."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_BODY_BYTES,
+        applies: Callable[[str], bool] = is_api_path,
+    ) -> None:
+        self.app, self.limit, self.applies = app, limit, applies
+
+    def _too_large(self) -> JSONResponse:
+        megabytes = self.limit / (1024 * 1024)
+        return _error_response(
+            APIError(
+                413,
+                f"the request body is over {megabytes:g} MB; send fewer or shorter messages",
+                code="request_too_large",
+            ),
+            close=True,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.applies(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k.lower() == b"content-length"), b"")
+        if declared.strip().isdigit() and int(declared) > self.limit:
+            await self._too_large()(scope, receive, send)
+            return
+        received = 0
+        over = started = False
+
+        async def counted() -> Message:
+            nonlocal received, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return  # the app's reply to the cut-off body; the 413 goes instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._too_large()(scope, receive, send)
 
 
 # ------------------------------------------------------------------------------------- app
@@ -370,7 +461,12 @@ def create_api(assistant: Assistant) -> FastAPI:
         redoc_url=None,
         openapi_url="/v1/openapi.json",
     )
+    # Starlette runs the middleware added last first: the token is checked before the body is
+    # counted, and both before routing, parsing or validation.
     app.add_middleware(BodyLimit)
+    app.add_middleware(
+        BearerAuth, key=settings.api_key.get_secret_value() if settings.api_key else None
+    )
 
     def scrub(message: str) -> str:
         for secret in secrets:
@@ -415,18 +511,12 @@ def create_api(assistant: Assistant) -> FastAPI:
         )
 
     async def authorize(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        expected = settings.api_key.get_secret_value().encode()
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            raise APIError(
-                401,
-                "missing or wrong API key; send the server's RAG_API_KEY as "
-                "`Authorization: Bearer <key>`",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        # BearerAuth already refused a missing or wrong token; this keeps each route guarded
+        # on its own too, should the app ever be mounted without the middleware.
+        if settings.api_key is not None and not bearer_ok(
+            request.scope["headers"], settings.api_key.get_secret_value()
+        ):
+            raise _unauthorized()
 
     guarded = [Depends(authorize)]
 
@@ -540,11 +630,14 @@ def create_api(assistant: Assistant) -> FastAPI:
     return app
 
 
-def _error_response(err: APIError) -> JSONResponse:
+def _error_response(err: APIError, *, close: bool = False) -> JSONResponse:
     body = {
         "error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
     }
-    return JSONResponse(body, status_code=err.status, headers=err.headers)
+    headers = dict(err.headers or {})
+    if close:  # the rest of the request body is never read, so the connection cannot be reused
+        headers["Connection"] = "close"
+    return JSONResponse(body, status_code=err.status, headers=headers)
 
 
 def _validation_error(exc: RequestValidationError) -> APIError:
