@@ -38,6 +38,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from rag.text import split_sentences
+
 __all__ = ["is_instruction", "normalize", "skeleton"]
 
 # --------------------------------------------------------------------------------- normalising
@@ -90,7 +92,8 @@ def normalize(text: str) -> str:
         word = match.group(0)
         scripts = {_script(c) for c in word}
         mixed = len(scripts) > 1 and "LATIN" in scripts
-        if mixed or (mostly_latin and scripts <= {"GREEK", "CYRILLIC"}):
+        # A lone Greek letter in Latin text is notation (the α and β coefficients), not a disguise.
+        if mixed or (mostly_latin and len(word) > 1 and scripts <= {"GREEK", "CYRILLIC"}):
             mapped = word.translate(_CONFUSABLE)
             # A whole Greek/Cyrillic word in Latin text is only a disguise if every letter maps.
             if len(scripts) > 1 or all(_script(c) == "LATIN" for c in mapped):
@@ -346,6 +349,11 @@ def is_instruction(sentence: str) -> bool:
     """True for a sentence addressed to the reader or model (an injection), however disguised;
     False for a statement about research, including research about models, prompts and summaries."""
     text = normalize(sentence)
+    pieces = split_sentences(text)
+    if (
+        len(pieces) > 1
+    ):  # a disguise (fullwidth capitals, a zero-width "space") hid a sentence break
+        return any(is_instruction(piece) for piece in pieces)
     if _decoded(text):
         return True  # sentences hidden in base64 are a disguise whatever they say
     # (view, the same view with its case kept): case tells a quoted Title from an address.
