@@ -24,8 +24,10 @@ import pytest
 from conftest import CORPUS
 
 from rag import Assistant, Settings
+from rag.chunking import paper_of
 from rag.corpus import load_corpus
 from rag.embeddings import get_embedder
+from rag.types import Paper
 
 RAG = str(Path(sys.executable).with_name("rag"))
 DUMP = CORPUS / "000_fed507252a3b44d8.txt"
@@ -49,10 +51,14 @@ def line(i: int, **changes: object) -> str:
     return json.dumps(rec(i, **changes)) + "\n"
 
 
-def csv_text(header: list[str], rows: list[list[str]], end: str = "\n") -> str:
+def csv_text(
+    header: list[str], rows: list[list[str]], end: str = "\n", quoting: int = csv.QUOTE_MINIMAL
+) -> str:
+    """A CSV file; without a header (`[]`), the rows alone."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator=end)
-    writer.writerow(header)
+    writer = csv.writer(out, lineterminator=end, quoting=quoting)
+    if header:
+        writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue()
 
@@ -103,6 +109,64 @@ def cut_dump(at_title: bool) -> Callable[[Path], Path]:
         return path
 
     return make
+
+
+DATA = Path(__file__).parent / "data"  # small bad-input fixtures
+
+
+def fixture(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def deep_json(depth: int = 100_000) -> str:
+    """JSON nested deeper than Python's parser can recurse (RecursionError in json.loads)."""
+    return "[" * depth + "]" * depth
+
+
+def bad_files_beside_good_ones(folder: Path) -> Path:
+    """One file of each kind that used to stop the whole ingest, beside good files: every good
+    record of every file must go in."""
+    root = folder / "many"
+    root.mkdir()
+    (root / "a_good.jsonl").write_text(line(50))
+    (root / "b_deep.json").write_text(
+        '{"papers": [' + json.dumps(rec(51)) + ", " + deep_json() + "]}"
+    )
+    (root / "c_huge_cell.csv").write_text(
+        csv_text(
+            ["title", "abstract"],
+            [["Huge cell", "word " * 40_000], [NEW[52].title, NEW[52].abstract]],
+        )
+    )
+    (root / "d_types.jsonl").write_text(fixture("wrong-types.jsonl"))
+    (root / "e_surrogate.jsonl").write_text(fixture("lone-surrogate.jsonl") + line(53))
+    (root / "f_unclosed.csv").write_text(
+        csv_text(["title", "abstract"], [[NEW[54].title, NEW[54].abstract]])
+        + fixture("unclosed-quote-row.csv")
+        + unquoted_row(NEW[55])
+    )
+    (root / "g_dots.jsonl").write_text(line(56, title="." * 260))
+    return root
+
+
+def unquoted(text: str) -> str:
+    return text.replace(",", ";").replace('"', "'")
+
+
+def unquoted_row(paper: Paper) -> str:
+    """A CSV row that needs no quotes: the row an unclosed quote above it would swallow."""
+    return f"{unquoted(paper.title)},{unquoted(paper.abstract)}\n"
+
+
+def fits_the_model(docs: dict[str, str]) -> None:
+    from conftest import HashEmbedding
+
+    counter = HashEmbedding(model_name="hash-test")
+    assert docs and all(counter.count_tokens(d) <= counter.max_tokens for d in docs.values())
+
+
+def two_papers(docs: dict[str, str]) -> None:
+    assert {paper_of(cid) for cid in docs} == {"2401.90001", "2401.90002"}
 
 
 LATIN1 = '{"title": "Caf\xe9 society", "abstract": "na\xefve"}\n'.encode("latin-1")
@@ -277,6 +341,111 @@ CASES: dict[str, Case] = {
         [("cut.txt", CUT_LINE, "(entry cut off); add its abstract")],
         [NEW[0].title, NEW[1].title],
     ),
+    # ---- issue 16: an ingest that never ends (5), one bad record losing others (6), silent
+    # loss and replacement (7), one id multiplying disk use (8)
+    "title-of-260-dots": Case(  # fits tiktoken's budget, not the model's 256 word pieces
+        write("u.jsonl", line(23, title="." * 260)), [], ["." * 260], fits_the_model
+    ),
+    "abstract-of-dots": Case(
+        write("v.jsonl", line(24, title="Dots only", abstract="." * 5_000)),
+        [],
+        ["Dots only"],
+        fits_the_model,
+    ),
+    "deeply-nested-json-line": Case(
+        lambda folder: write("w.jsonl", line(25) + deep_json() + "\n" + line(26))(folder),
+        [("w.jsonl", 2, "malformed JSON (nested too deeply to read); fix or remove this line")],
+        [NEW[25].title, NEW[26].title],
+    ),
+    "csv-cell-over-128-kb": Case(
+        lambda folder: write(
+            "x.csv",
+            csv_text(
+                ["title", "abstract"],
+                [
+                    [NEW[27].title, NEW[27].abstract],
+                    ["Huge cell", "word " * 40_000],
+                    ["word " * 30_000, "A title cell of 150 KB."],
+                    [NEW[28].title, NEW[28].abstract],
+                ],
+            ),
+        )(folder),
+        [
+            ("x.csv", 3, "'Huge cell' is 199,999 characters, over the 20,000 limit; check the"),
+            ("x.csv", 4, "title is 149,999 characters, over the 1,000 a title can have; check"),
+        ],
+        [NEW[27].title, NEW[28].title],
+    ),
+    "wrong-field-types": Case(
+        write("y.jsonl", line(29) + fixture("wrong-types.jsonl") + line(33)),
+        [
+            ("y.jsonl", 2, "'categories' is a int; give a space-separated string"),
+            ("y.jsonl", 3, "'authors' is a int; give a list of names or a comma-separated string"),
+            ("y.jsonl", 4, "'id' of 'An id that is an object' is a dict; give a string"),
+            ("y.jsonl", 5, "'categories' is a list; give a space-separated string"),
+        ],
+        [NEW[29].title, NEW[33].title],
+    ),
+    "lone-surrogate-in-title": Case(
+        write("z.jsonl", line(34) + fixture("lone-surrogate.jsonl") + line(35)),
+        [("z.jsonl", 2, "'title' has an unpaired surrogate \\ud800 at character 8")],
+        [NEW[34].title, NEW[35].title],
+    ),
+    "bad-files-beside-good-ones": Case(
+        bad_files_beside_good_ones,
+        [
+            ("b_deep.json", 1, "invalid JSON (nested too deeply to read)"),
+            ("c_huge_cell.csv", 2, "'Huge cell' is 199,999 characters"),
+            ("d_types.jsonl", 1, "'categories' is a int"),
+            ("d_types.jsonl", 2, "'authors' is a int"),
+            ("d_types.jsonl", 3, "'id' of 'An id that is an object' is a dict"),
+            ("d_types.jsonl", 4, "'categories' is a list"),
+            ("e_surrogate.jsonl", 1, "unpaired surrogate"),
+            ("f_unclosed.csv", 3, "a quoted cell that starts here is never closed"),
+        ],
+        [NEW[i].title for i in (50, 52, 53, 54)] + [unquoted(NEW[55].title), "." * 260],
+    ),
+    "same-title-different-ids": Case(  # ids win over titles: two papers, both kept
+        write(
+            "aa.jsonl",
+            line(40, id="2401.90001")
+            + line(41, id="2401.90002", title=NEW[40].title.upper() + "!"),
+        ),
+        [],
+        [NEW[40].title, NEW[40].title.upper() + "!"],
+        two_papers,
+    ),
+    "csv-unclosed-quote-at-the-end": Case(  # it used to swallow the next row, "failed 0"
+        write(
+            "ab.csv",
+            csv_text(["title", "abstract"], [[NEW[42].title, NEW[42].abstract]])
+            + fixture("unclosed-quote-row.csv")
+            + unquoted_row(NEW[43]),
+        ),
+        [("ab.csv", 3, "a quoted cell that starts here is never closed; add the closing quote")],
+        [unquoted(NEW[43].title), NEW[42].title],
+    ),
+    "csv-quote-closed-by-a-later-row": Case(
+        write(
+            "ac.csv",
+            "title,abstract\n"
+            + fixture("unclosed-quote-row.csv")
+            + csv_text(
+                [],
+                [[NEW[44].title, NEW[44].abstract], [NEW[45].title, NEW[45].abstract]],
+                quoting=csv.QUOTE_ALL,  # row 3's first quote closes the one row 2 opened
+            ),
+        ),
+        [("ac.csv", 2, "a quote closes in the middle of a cell")],
+        [NEW[44].title, NEW[45].title],
+    ),
+    "one-megabyte-id": Case(
+        lambda folder: write("ad.jsonl", line(46) + line(47, id="x" * 1_000_000) + line(48))(
+            folder
+        ),
+        [("ad.jsonl", 2, "is 1,000,000 characters, over the 256 limit; use the arXiv id")],
+        [NEW[46].title, NEW[48].title],
+    ),
 }
 
 
@@ -331,6 +500,69 @@ def test_bad_input_through_the_api(seeded: Assistant, tmp_path: Path, name: str)
     assert set(case.good) <= titles
     if case.check:
         case.check({i: d for i, d in after.items() if i not in before})
+
+
+def test_a_different_paper_behind_a_known_id_is_reported_with_both_titles(
+    seeded: Assistant,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A later run that brings another paper under a stored id replaces it (an update, as a
+    corrected abstract is) but says so, with the stored title and the new one, in the report
+    and in `rag ingest`'s output; a metadata-only change is an update and no replacement."""
+    from rag import cli
+
+    first = tmp_path / "first.jsonl"
+    first.write_text(line(57) + line(58))
+    assert seeded.ingest([first]).added == 2
+    second = tmp_path / "second.jsonl"
+    second.write_text(
+        line(57, title=NEW[59].title, abstract=NEW[59].abstract) + line(58, authors=["A. Author"])
+    )
+
+    monkeypatch.setattr(cli, "_assistant", lambda overrides=None: seeded)
+    cli.ingest([second], rebuild=False, as_json=False, overrides=None)  # exit 0: nothing failed
+
+    out = capsys.readouterr()
+    assert "added 0, updated 2, unchanged 0" in out.out
+    assert (
+        f"replaced: {second}:1: '2401.00057' was '{NEW[57].title}', now '{NEW[59].title}'"
+        in out.err
+    )
+    assert out.err.count("replaced:") == 1 and "Traceback" not in out.err
+    got = seeded.store.get(where={"paper_id": "2401.00057"}, include=["metadatas"])["metadatas"]
+    assert {m["title"] for m in got} == {NEW[59].title}
+
+    third = tmp_path / "third.jsonl"
+    third.write_text(line(57, title=NEW[57].title, abstract=NEW[57].abstract))
+    report = seeded.ingest([third])
+    assert report.updated == 1 and [(r.old_title, r.new_title) for r in report.replaced] == [
+        (NEW[59].title, NEW[57].title)
+    ]
+    assert report.replaced[0].paper_id == "2401.00057" and report.replaced[0].line == 1
+
+
+def test_bm25_ids_are_stored_at_their_own_length(seeded: Assistant, tmp_path: Path) -> None:
+    """The BM25 index keeps each chunk id at its own length (it padded every row to the longest
+    id: a 1 MB id made a 647 MB file); and an id over RAG_MAX_ID_CHARS is refused."""
+    from rag.hybrid import IDS, OFFSETS, load_ids
+
+    papers = tmp_path / "ids.jsonl"
+    longest = "2401." + "9" * 251  # 256 characters: the limit
+    papers.write_text(line(36, id=longest) + line(37) + line(38, id=longest + "0"))
+    report = seeded.ingest([papers])
+    assert report.added == 2 and len(report.failed) == 1
+    assert "over the 256 limit" in report.failed[0].reason
+
+    root = seeded.settings.data_dir / "bm25" / seeded.settings.collection
+    index = root / json.loads((root / "manifest.json").read_text())["index"]
+    ids = list(load_ids(index))
+    assert sorted(ids) == sorted(seeded.store.get(include=[])["ids"])
+    size = (index / IDS).stat().st_size + (index / OFFSETS).stat().st_size
+    assert (index / IDS).stat().st_size == sum(len(i.encode()) for i in ids)
+    assert size < 2 * sum(len(i) for i in ids) + 8 * len(ids) + 1024  # not rows x longest
+    assert len(ids) * max(len(i) for i in ids) > 2 * size  # what padding would have cost
 
 
 def test_at_least_fifteen_cases() -> None:
