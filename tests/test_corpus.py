@@ -6,9 +6,12 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pytest
 from conftest import CORPUS, LRA_TITLE
 
-from rag.corpus import load_corpus, load_daily_papers, normalize_title, title_id
+from rag.corpus import load_corpus, load_csv, load_daily_papers, normalize_title, title_id
+from rag.errors import CorpusError
+from rag.types import Paper
 
 
 def test_bundled_corpus_counts() -> None:
@@ -117,3 +120,92 @@ def test_title_ids_are_stable() -> None:
         == "sit self supervised vision transformer"
     )
     assert title_id("A  Title!") == title_id("a title")
+
+
+# ------------------------------------------------------- issue 16 items 6 and 7: loaders
+def test_ids_win_over_titles(tmp_path: Path) -> None:
+    """Records with two different ids are two papers, whatever their titles; a record without an
+    id of its own is still matched by title (to either)."""
+    path = tmp_path / "ids.jsonl"
+    rows = [
+        {"id": "2401.00001", "title": "Scaling Laws", "abstract": "Loss falls as a power law."},
+        {"id": "2401.00002", "title": "scaling laws!", "abstract": "Another study entirely."},
+        {"title": "SCALING LAWS", "abstract": "Loss falls as a power law."},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = load_corpus([path])
+    assert [p.id for p in result.papers] == ["2401.00001", "2401.00002"]
+    assert result.duplicates == 1 and result.errors == []
+
+
+def test_csv_quotes_that_never_close_are_errors_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "q.csv"
+    path.write_text(
+        "title,abstract\n"
+        'Multi-line cell,"A quoted abstract\nthat spans two lines, legitimately."\n'
+        'Bad row,"This quote is never closed.\n'
+        "Swallowed row,A good row after it.\n"
+    )
+    items = list(load_csv(path))
+    papers = [i for i in items if isinstance(i, Paper)]
+    errors = [i for i in items if isinstance(i, CorpusError)]
+    assert [(p.title, p.line) for p in papers] == [("Multi-line cell", 2), ("Swallowed row", 5)]
+    assert papers[0].abstract == "A quoted abstract that spans two lines, legitimately."
+    assert [(e.line, e.reason.split(";")[0]) for e in errors] == [
+        (4, "a quoted cell that starts here is never closed")
+    ]
+
+
+def test_a_loader_that_breaks_mid_file_costs_that_file_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loader bug (anything it raises) ends its file with one error naming the file and the
+    last line read; the records before it and every other file still go in."""
+    import rag.corpus
+
+    good = tmp_path / "a.jsonl"
+    good.write_text(json.dumps({"title": "Good", "abstract": "A good abstract."}) + "\n")
+    broken = tmp_path / "b.jsonl"
+    broken.write_text(json.dumps({"title": "Before", "abstract": "Read before the bug."}) + "\n")
+    real = rag.corpus._load_file
+
+    def buggy(path: Path, **kwargs: object) -> object:
+        yield from real(path, **kwargs)
+        if path == broken:
+            raise KeyError("a loader bug")
+
+    monkeypatch.setattr(rag.corpus, "_load_file", buggy)
+    result = load_corpus([good, broken])
+    assert [p.title for p in result.papers] == ["Good", "Before"]
+    (error,) = result.errors
+    assert error.file == str(broken) and error.line == 1
+    assert "cannot read the rest of this file after line 1 (KeyError)" in str(error)
+
+
+def test_records_are_checked_field_by_field(tmp_path: Path) -> None:
+    """Wrong types, unpaired surrogates and runaway lengths are errors for their line."""
+    path = tmp_path / "r.jsonl"
+    abstract = "A good abstract."
+    rows = [
+        {"title": ["a", "list"], "abstract": abstract},
+        {"title": True, "abstract": abstract},
+        {"title": "Ok", "abstract": abstract, "authors": [{"name": 5}, "B. Author"]},
+        {"title": "Surrogate author", "abstract": abstract, "authors": ["A \udc00"]},
+        {"title": "x" * 1_001, "abstract": abstract},
+        {"id": "9" * 257, "title": "Long id", "abstract": abstract},
+        {"id": "9" * 256, "title": "Id at the limit", "abstract": abstract},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = load_corpus([path])
+    assert [(p.title, p.authors) for p in result.papers] == [
+        ("Ok", ["B. Author"]),
+        ("Id at the limit", []),
+    ]
+    assert [(e.line, e.reason.split(";")[0]) for e in result.errors] == [
+        (1, "record has no title"),
+        (2, "record has no title"),
+        (4, "'authors' has an unpaired surrogate \\udc00 at character 3, which is not a character"),
+        (5, "title is 1,001 characters, over the 1,000 a title can have"),
+        (6, "'id' of 'Long id' is 257 characters, over the 256 limit"),
+    ]
+    assert load_corpus([path], max_id_chars=300).papers[1].title == "Long id"
