@@ -43,7 +43,7 @@ HNSW_SLACK = 0.02
 # each starts. Disk and memory are the ids' own length (an array of fixed-width rows, as before,
 # padded every row to the longest id: one 1 MB id made a 647 MB file).
 IDS = "ids.bin"
-OFFSETS = "ids.offsets.npy"  # int64, one more than there are ids
+OFFSETS = "ids.offsets.npy"  # int32 (int64 past 2 GB of ids), one more than there are ids
 LEGACY_IDS = "ids.npy"  # the fixed-width array of earlier versions, converted on first load
 # "(ViT)" and, read backwards from it, the up-to-eight words before it. Matching forwards with one
 # pattern ("words (ACR)") backtracked at every word of every chunk: ~1 ms per chunk, most of a
@@ -423,8 +423,10 @@ def _save_ids(index: Path, ids: Sequence[str]) -> None:
     """The chunk id of each BM25 row: UTF-8 back to back, and the offset of each (memory-mapped
     by readers). The offsets go last: a reader that finds them finds the ids they index."""
     encoded = [i.encode() for i in ids]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(np.array([len(e) for e in encoded], dtype=np.int64))
+    ends = np.cumsum(np.array([len(e) for e in encoded], dtype=np.int64))
+    small = not len(ends) or ends[-1] < 2**31  # 4 bytes an offset will do
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32 if small else np.int64)
+    offsets[1:] = ends
     tmp = index / (IDS + ".tmp")
     with tmp.open("wb") as handle:
         handle.writelines(encoded)
