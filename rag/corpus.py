@@ -57,8 +57,18 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path | CorpusError]:
             )
 
 
+def _printable(path: Path) -> str:
+    """The path as text that can be printed and stored (undecodable bytes shown as U+FFFD)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _expand(path: Path) -> Iterator[Path | CorpusError]:
-    if not path.exists():
+    if _printable(path) != str(path):  # bytes that are not UTF-8 in a file name
+        yield CorpusError(
+            "the file name is not valid UTF-8 (it would be stored with each paper); rename it",
+            file=_printable(path),
+        )
+    elif not path.exists():
         yield CorpusError("no such file or directory; check the path", file=str(path))
     elif path.is_dir():
         children = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))

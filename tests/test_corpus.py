@@ -209,3 +209,19 @@ def test_records_are_checked_field_by_field(tmp_path: Path) -> None:
         (6, "'id' of 'Long id' is 257 characters, over the 256 limit"),
     ]
     assert load_corpus([path], max_id_chars=300).papers[1].title == "Long id"
+
+
+def test_a_file_name_that_is_not_utf8_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """Such a name reaches Python as lone surrogates, which the store cannot encode."""
+    import os
+
+    bad = tmp_path / os.fsdecode(b"caf\xe9.jsonl")
+    bad.write_text(json.dumps({"title": "Named badly", "abstract": "A good abstract."}) + "\n")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"title": "Named well", "abstract": "A good abstract."}) + "\n")
+    result = load_corpus([tmp_path])
+    assert [p.title for p in result.papers] == ["Named well"]
+    (error,) = result.errors
+    assert error.file == str(tmp_path / "caf\ufffd.jsonl")
+    assert "not valid UTF-8" in str(error)
+    str(error).encode()  # printable
