@@ -244,7 +244,8 @@ def _csv_rows(lines: list[str]) -> Iterator[tuple[int, list[str] | csv.Error]]:
     Terminates: every restart begins at least one line further on than the one before."""
     start = 0  # index into lines of the first line not yet parsed
     while start < len(lines):
-        reader = csv.reader((text + "\n" for text in lines[start:]), strict=True)
+        rest = (lines[i] + "\n" for i in range(start, len(lines)))  # no copy per restart
+        reader = csv.reader(rest, strict=True)
         done = 0  # lines the reader has consumed
         try:
             for row in reader:
