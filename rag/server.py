@@ -38,7 +38,20 @@ def build_app(assistant: Assistant, *, ui: bool = True, api: bool = False) -> An
             run_history=False,  # questions stay out of the browser's storage
             **ui_options(),
         )
+        _check_file_inputs(blocks)
     return app
+
+
+def _check_file_inputs(blocks: Any) -> None:
+    """Make Gradio refuse, before it copies anything, a file input that was not uploaded.
+
+    Gradio checks that a file named in an event's input lies in its upload folder only for an app
+    that has been `launch()`ed (`processing_utils._check_allowed` returns early otherwise); a
+    mounted app is never launched, so a client could name any server path and Gradio would copy
+    that file into its cache before the handler ran. Marking the mounted Blocks as launched turns
+    the check on (the flag means nothing else to Gradio 6). The ingest handler checks again, on
+    its own (ui/access.py), so an upgrade that changes this still reads no file."""
+    blocks.has_launched = True
 
 
 def serve(assistant: Assistant, *, ui: bool = True, api: bool = False, share: bool = False) -> None:
@@ -46,7 +59,7 @@ def serve(assistant: Assistant, *, ui: bool = True, api: bool = False, share: bo
     if share and ui:
         from ui.app import build_ui, max_upload_bytes, ui_options
 
-        build_ui(assistant).queue().launch(
+        build_ui(assistant, shared=True).queue().launch(
             server_name=settings.host,
             server_port=settings.port,
             share=True,

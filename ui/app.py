@@ -24,12 +24,15 @@ from typing import Any
 import gradio as gr
 
 from rag import Answer, Assistant, ConfigError, Filters, RagError
+from ui.access import ingest_policy, only_uploaded, policy_note, refusal, upload_folder
 from ui.render import (
     answer_html,
     error_html,
     preview_html,
     report_error_html,
     report_html,
+    safe_reason,
+    short_name,
     sources_html,
 )
 
@@ -165,10 +168,14 @@ def _cited_titles(answer: Answer) -> list[str]:
     return [by_number[n] for n in ordered]
 
 
-def build_ui(assistant: Assistant) -> gr.Blocks:
-    """The chat UI over `assistant`. Mount with `rag.server.build_app`, or `.launch(**ui_options())`."""
+def build_ui(assistant: Assistant, *, shared: bool = False) -> gr.Blocks:
+    """The chat UI over `assistant`. Mount with `rag.server.build_app`, or `.launch(**ui_options())`.
+
+    `shared`: the page will be reachable through a public share link (`rag serve --share`), which
+    counts as a non-loopback host for RAG_UI_INGEST=auto (ui/access.py)."""
     settings = assistant.settings
     max_mb = settings.max_upload_mb
+    policy = ingest_policy(settings, shared=shared)
 
     def corpus_line() -> str:
         try:
@@ -253,25 +260,37 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
 
     def ingest(
         files: list[str] | None,
+        access_key: str | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - how Gradio injects a tracker
     ) -> tuple[Any, Any]:
-        paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files or []]
-        if not paths:
+        # Who may add, then which files: both decided before any file is opened (ui/access.py).
+        if (why := refusal(settings, policy, access_key)) is not None:
+            gr.Warning(why)
+            return report_error_html(why), gr.skip()
+        given = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files or []]
+        if not given:
             gr.Warning("Choose one or more .txt, .jsonl, .json or .csv files first.")
             return report_error_html(
                 "No file chosen. Drop .txt, .jsonl, .json or .csv files above."
             ), gr.skip()
+        try:
+            paths = only_uploaded(given, getattr(demo, "upload_file_set", ()), upload_folder())
+        except ConfigError as exc:
+            log.warning("refused to ingest files not uploaded through the page: %s", given)
+            gr.Warning(str(exc))
+            return report_error_html(str(exc)), gr.skip()
+        names = {p: Path(p).name for p in paths}
         for path in paths:
             size = os.path.getsize(path)
             if size > max_upload_bytes(assistant):
                 size_mb = size / 1024 / 1024
                 message = (
-                    f"{Path(path).name} is {size_mb:.1f} MB; the upload limit is {max_mb:g} MB. "
-                    "Split the file, or raise RAG_MAX_UPLOAD_MB, or run `rag ingest FILE`."
+                    f"{short_name(names[path])} is {size_mb:.1f} MB; the upload limit is "
+                    f"{max_mb:g} MB. Split the file, or raise RAG_MAX_UPLOAD_MB, or run "
+                    "`rag ingest FILE`."
                 )
                 gr.Warning(message)
                 return report_error_html(message), gr.skip()
-        names = {p: Path(p).name for p in paths}
         progress(0, desc="Reading files")
 
         def step(done: int, total: int | None) -> None:
@@ -280,8 +299,9 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
         try:
             report = assistant.ingest(paths, progress=step)
         except RagError as exc:
-            gr.Warning(str(exc))
-            return report_error_html(str(exc)), gr.skip()
+            message = safe_reason(str(exc), names)
+            gr.Warning(message)
+            return report_error_html(message), gr.skip()
         except Exception:
             log.exception("ingesting %s failed", paths)
             return report_error_html(GENERIC_ERROR), gr.skip()
@@ -298,12 +318,25 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
                 year_to = gr.Dropdown(YEARS, value=ANY_YEAR, label="To year", min_width=100)
             author = gr.Textbox(label="Author contains", placeholder="e.g. Tay")
             gr.Markdown("### Add papers")
+            if note := policy_note(settings, policy):
+                gr.Markdown(note, elem_id="rag-ingest-note")
             upload = gr.File(
                 label=f"Corpus files (.txt .jsonl .json .csv, ≤ {max_mb:g} MB each)",
                 file_types=UPLOAD_TYPES,
                 file_count="multiple",
+                interactive=policy != "off",
             )
-            ingest_btn = gr.Button("Add to corpus", variant="secondary")
+            # Sent with each ingest; shown only when RAG_UI_INGEST resolves to `key`.
+            access_key = gr.Textbox(
+                label="Access key (RAG_API_KEY)",
+                type="password",
+                visible=policy == "key",
+                elem_id="rag-access-key",
+                max_lines=1,
+            )
+            ingest_btn = gr.Button(
+                "Add to corpus", variant="secondary", interactive=policy != "off"
+            )
             report = gr.HTML(elem_id="rag-report")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=420):
@@ -366,7 +399,7 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
         )
         ingest_btn.click(
             ingest,
-            [upload],
+            [upload, access_key],
             [report, corpus],
             api_name="ingest",
             concurrency_limit=1,

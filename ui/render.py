@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -223,8 +224,51 @@ def _source_card(src: Source, turn: int, passages: list[str], used_by: list[int]
     )
 
 
+# What a report may echo of an uploaded file: each failure's reason keeps at most one short,
+# escaped excerpt per quoted piece, the reason itself is bounded, and only the first few failures
+# of a file are listed. A file that is not a corpus (say a log or a config file) then shows no
+# more than a few short, escaped fragments, however many lines of it failed.
+EXCERPT_CHARS = 80
+REASON_CHARS = 240
+FAILURES_PER_FILE = 5
+FAILURES_SHOWN = 20
+# A quoted piece of a message: '...' ending at a quote that is followed by a space, punctuation
+# or the end (so "'Don't panic' has no abstract" is one piece).
+_QUOTED = re.compile(r"'(.*?)'(?=[\s;:,.)]|$)", re.S)
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """At most `limit` characters of untrusted `text` as a Python string literal (control,
+    invisible and non-printable characters escaped), with '…' after it when it was cut."""
+    return repr(text[:limit]) + ("…" if len(text) > limit else "")
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def short_name(name: str, limit: int = EXCERPT_CHARS) -> str:
+    """A file name fit to show: non-printable characters escaped, at most `limit` of them."""
+    text = _printable(name)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def safe_reason(reason: str, paths: Mapping[str, str] | None = None) -> str:
+    """A failure reason or error message fit to show: server paths replaced by the names the user
+    gave (`paths`: path -> name), quoted pieces cut to short escaped excerpts, anything else
+    non-printable escaped, and the whole bounded to REASON_CHARS."""
+    for path, name in (paths or {}).items():
+        reason = reason.replace(path, name)
+    text = _QUOTED.sub(lambda m: excerpt(m.group(1)), reason)
+    text = _printable(text)
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS] + "…"
+
+
 def report_html(report: IngestReport, names: Mapping[str, str] | None = None) -> str:
-    """An ingest report, with each failure as `file:line: reason` (file shown by its upload name)."""
+    """An ingest report, with each failure as `file:line: reason` (file shown by its upload name).
+
+    Lists at most FAILURES_PER_FILE failures of each file and FAILURES_SHOWN in all, each reason
+    through `safe_reason`; the counts above always cover every failure."""
     names = names or {}
     counts = [
         ("added", report.added),
@@ -244,15 +288,20 @@ def report_html(report: IngestReport, names: Mapping[str, str] | None = None) ->
         f'<div class="rag-counts">{cells}</div>',
     ]
     if report.failed:
-        shown = report.failed[:50]
-        items = []
-        for failure in shown:
+        items, per_file, hidden = [], Counter[str](), Counter[str]()
+        for failure in report.failed:
             file = names.get(failure.file) or Path(failure.file).name
+            if per_file[file] >= FAILURES_PER_FILE or sum(per_file.values()) >= FAILURES_SHOWN:
+                hidden[file] += 1
+                continue
+            per_file[file] += 1
             where = f"{file}:{failure.line}" if failure.line else file
-            items.append(f"<li><code>{esc(where)}</code> {esc(failure.reason)}</li>")
-        more = len(report.failed) - len(shown)
-        if more:
-            items.append(f"<li>… and {more} more</li>")
+            reason = safe_reason(failure.reason, names)
+            items.append(
+                f"<li><code>{esc(short_name(where, 2 * EXCERPT_CHARS))}</code> {esc(reason)}</li>"
+            )
+        for file, more in hidden.items():
+            items.append(f"<li>… and {more} more in <code>{esc(short_name(file))}</code></li>")
         out.append(f'<ul class="rag-failures">{"".join(items)}</ul>')
     out.append("</div>")
     return "".join(out)
