@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         None, description="Bearer token required by the API when set."
     )
     max_upload_mb: float = Field(20.0, gt=0, description="Largest corpus file accepted by the UI.")
+    ui_ingest: Literal["auto", "key", "open", "off"] = Field(
+        "auto",
+        description="Who may add papers through the UI: key = only with RAG_API_KEY typed in the "
+        "page; open = anyone who can reach the page; off = nobody (use `rag ingest`); auto = key "
+        "if RAG_API_KEY is set, else open on a loopback host and off on any other (docs/ui.md).",
+    )
 
     @field_validator("llm_base_url", "chroma_host", "llm_gguf", mode="before")
     @classmethod
