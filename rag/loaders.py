@@ -177,7 +177,10 @@ def load_json(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
     lines = list(_decoded_lines(path))
     texts = [t for _, t in lines if isinstance(t, str)]
     head = next((t.strip() for t in texts if t.strip()), "")
-    if head.startswith("[") or (head.startswith("{") and not _one_object_per_line(texts)):
+    first = _first_line(texts) if head.startswith(("[", "{")) else "whole"
+    # A document (an array, or an object over several lines); JSON Lines otherwise, and when
+    # the first line is too deep to read: then it alone is the error, the lines after it read.
+    if (head.startswith("[") and first != "deep") or first == "partial":
         try:
             doc = _parse_json("\n".join(texts))
         except json.JSONDecodeError as exc:
@@ -223,13 +226,17 @@ def load_json(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
         yield from_record(record, file, number, limits)
 
 
-def _one_object_per_line(texts: list[str]) -> bool:
+def _first_line(texts: list[str]) -> str:
+    """How the first non-empty line parses alone: "whole" (a complete JSON value), "partial"
+    (the start of a document over several lines) or "deep" (nested too deeply to read)."""
     first = next((t for t in texts if t.strip()), "")
     try:
         _parse_json(first)
+    except json.JSONDecodeError:
+        return "partial"
     except ValueError:
-        return False
-    return True
+        return "deep"
+    return "whole"
 
 
 def _approx_line(texts: list[str], index: int) -> int:

@@ -129,6 +129,7 @@ def bad_files_beside_good_ones(folder: Path) -> Path:
     root = folder / "many"
     root.mkdir()
     (root / "a_good.jsonl").write_text(line(50))
+    (root / "a_deep_first.jsonl").write_text(deep_json() + "\n" + line(57, id="2401.80057"))
     (root / "b_deep.json").write_text(
         '{"papers": [' + json.dumps(rec(51)) + ", " + deep_json() + "]}"
     )
@@ -394,7 +395,8 @@ CASES: dict[str, Case] = {
     "bad-files-beside-good-ones": Case(
         bad_files_beside_good_ones,
         [
-            ("b_deep.json", 1, "invalid JSON (nested too deeply to read)"),
+            ("b_deep.json", 1, "malformed JSON (nested too deeply to read)"),
+            ("a_deep_first.jsonl", 1, "malformed JSON (nested too deeply to read)"),
             ("c_huge_cell.csv", 2, "'Huge cell' is 199,999 characters"),
             ("d_types.jsonl", 1, "'categories' is a int"),
             ("d_types.jsonl", 2, "'authors' is a int"),
@@ -403,7 +405,7 @@ CASES: dict[str, Case] = {
             ("e_surrogate.jsonl", 1, "unpaired surrogate"),
             ("f_unclosed.csv", 3, "a quoted cell that starts here is never closed"),
         ],
-        [NEW[i].title for i in (50, 52, 53, 54)] + [unquoted(NEW[55].title), "." * 260],
+        [NEW[i].title for i in (50, 52, 53, 54, 57)] + [unquoted(NEW[55].title), "." * 260],
     ),
     "same-title-different-ids": Case(  # ids win over titles: two papers, both kept
         write(
