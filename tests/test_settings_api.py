@@ -35,6 +35,12 @@ def test_public_api_is_exactly_all() -> None:
         "server",
         "onnx_embed",
         "cli",
+        "backends",
+        "evidence",
+        "pipeline",
+        "records",
+        "loaders",
+        "injection",
     }
     assert public - modules == set(rag.__all__)
     for name in rag.__all__:
@@ -56,6 +62,8 @@ def test_env_example_mirrors_settings() -> None:
 
 def test_settings_from_env_and_auto_backend(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAG_LLM", raising=False)  # conftest pins it; auto is tested here
+    monkeypatch.setattr("rag.backends.model_file.installed", lambda own_file=False: False)
     assert Settings().resolved_llm == "extractive"
     monkeypatch.setenv("RAG_LLM_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("RAG_TOP_K", "7")
