@@ -4,6 +4,7 @@
     python -m bench ingest [--rounds 2] [--synthetic 1000]
     python -m bench retrieve [--sizes 1000,10000,100000,1000000] [--phase grow|measure|all]
     python -m bench startup
+    python -m bench llm [--splits dev,test,holdout] [--limit N]   # rag eval through the local LLM
 
 Never part of the test run. See docs/performance.md for the figures and how to read them.
 """
@@ -30,6 +31,13 @@ def main() -> None:
         "--phase", choices=("all", "grow", "measure"), default="all", help="grow stores, time them"
     )
     sub.add_parser("startup", help="`rag --help` and first `rag ask` wall time")
+    llm = sub.add_parser("llm", help="rag eval through the local LLM behind llama_cpp.server")
+    llm.add_argument("--splits", default="dev,test,holdout")
+    llm.add_argument("--limit", type=int, default=None, help="first N questions of each split")
+    llm.add_argument("--data-dir", default=None, help="store to use (default .rag)")
+    llm.add_argument(
+        "--claims", default="test", help="labelled-claims split for the judge check ('' = skip)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.name == "fidelity":
@@ -50,6 +58,10 @@ def main() -> None:
             workdir=args.workdir,
             phase=args.phase,
         )
+    elif args.name == "llm":
+        from bench import llm as llm_bench
+
+        llm_bench.main(args.splits.split(","), args.limit, args.data_dir, args.claims or None)
     else:
         from bench import startup
 

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_questions import (  # noqa: E402  (stdlib-only sibling module)
+from check_questions import (
     DEFAULT_CORPUS,
     DEFAULT_QUESTIONS,
     KEYS,

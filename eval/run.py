@@ -73,7 +73,7 @@ def main(
     gold = gold_ids(questions, store_paper_ids(assistant), file=str(path))
 
     judges = [offline_judge(assistant)]
-    if settings.resolved_llm == "openai":
+    if settings.resolved_llm in ("openai", "local"):  # the LLM as an independent judge
         judges.append(llm_judge(assistant))
 
     started = time.perf_counter()
@@ -127,7 +127,7 @@ def evaluate_question(
     retrieved = assistant.retrieve(q.question, top_k=RETRIEVE_K)
     retrieve_seconds = time.perf_counter() - t
     ranked = [s.paper_id for s in retrieved]
-    answer = assistant.ask(q.question)
+    answer = _ask_streaming(assistant, q.question)
 
     pairs: dict[str, tuple[float, float]] = {}
     answerable = q.answerable
@@ -229,6 +229,24 @@ def evaluate_question(
         "metrics": values,
         "score": question_score(answerable, abstained, values),
     }
+
+
+def _ask_streaming(assistant: Any, question: str) -> Any:
+    """The answer as a user gets it, streamed; `first_text` = seconds to the first verified text."""
+    from rag.types import Answer
+
+    started = time.perf_counter()
+    first = None
+    answer = None
+    for item in assistant.ask_stream(question):
+        if isinstance(item, Answer):
+            answer = item
+        elif first is None and item.strip():
+            first = time.perf_counter() - started
+    assert answer is not None
+    if first is not None:
+        answer.timings["first_text"] = first
+    return answer
 
 
 def question_score(answerable: bool, abstained: bool, values: dict[str, float | None]) -> float:
