@@ -1,25 +1,24 @@
 """Measure the citation verifier on the labelled (claim, source) set: eval/data/claims.jsonl.
 
-    python -m eval.claims_eval [--split dev|test|all] [--grid] [--json OUT]
+    python -m eval.claims_eval [--split dev|test|all] [--json OUT]
 
-Precision and recall of "supported" with the offline judge (rag.verify.Verifier.judge), per split
-and per kind of hard negative. `--grid` searches the thresholds on the dev split only (the test
-split is reported, never tuned on).
+Precision and recall of "supported" with the offline judge as shipped (rag.verify.Verifier: the
+grounding vetoes and the model in rag/data/judge.json), per split and per kind of hard negative.
+The model is fitted on the dev split by `python -m eval.fit_judge` (which also prints the dev
+cross-validated figures); the test split is reported, never tuned on.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 from collections import Counter, defaultdict
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rag.corpus import bundled_corpus_dir, load_corpus, normalize_title
 from rag.types import Source
-from rag.verify import Thresholds, Verifier
+from rag.verify import Verifier
 
 DATA = Path(__file__).parent / "data" / "claims.jsonl"
 
@@ -61,7 +60,7 @@ def score(verdicts: list[tuple[bool, bool]]) -> dict[str, float | int]:
 def features(
     verifier: Verifier, rows: list[dict[str, Any]], sources: dict[str, Source]
 ) -> list[Any]:
-    """The judge's inputs for every row, computed once (thresholds are applied afterwards)."""
+    """The judge's inputs for every row, computed once (the decision is applied afterwards)."""
     return [
         verifier.features(r["claim"], sources[normalize_title(r["source_title"])]) for r in rows
     ]
@@ -93,43 +92,18 @@ def evaluate(verifier: Verifier, rows: list[dict[str, Any]], feats: list[Any]) -
     return {"overall": score(verdicts), "kinds": kinds, "errors": errors}
 
 
-def grid(verifier: Verifier, rows: list[dict[str, Any]], feats: list[Any]) -> Thresholds:
-    """Best thresholds on dev: highest recall with precision >= 0.95 (else highest precision)."""
-    best: tuple[tuple[float, float], Thresholds] | None = None
-    for cos, overlap, overlap_alone, cos_alone, numeric in itertools.product(
-        (0.55, 0.6, 0.65, 0.7, 0.75, 0.8),
-        (0.4, 0.5, 0.6, 0.7),
-        (0.75, 0.8, 0.85, 0.9, 1.01),
-        (0.8, 0.85, 0.9, 0.95, 1.01),
-        (0.5, 0.6, 0.7, 1.01),
-    ):
-        verifier.t = Thresholds(cos, overlap, overlap_alone, cos_alone, numeric)
-        result = evaluate(verifier, rows, feats)["overall"]
-        key = (1.0, result["recall"]) if result["precision"] >= 0.95 else (0.0, result["precision"])
-        if best is None or key > best[0]:
-            best = (key, verifier.t)
-    assert best is not None
-    return best[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--split", default="all", choices=["dev", "test", "all"])
-    parser.add_argument("--grid", action="store_true", help="search thresholds on dev")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     from rag.embeddings import get_embedder
     from rag.settings import Settings
 
     verifier = Verifier(get_embedder(Settings()))  # the configured encoder, as answers use
-    keep = {args.split, "dev"} if args.grid else {args.split}
-    rows = [r for r in load_claims() if args.split == "all" or r["split"] in keep]
+    rows = [r for r in load_claims() if args.split in ("all", r["split"])]
     sources = sources_by_title()
     feats = features(verifier, rows, sources)
-    if args.grid:
-        dev = [i for i, r in enumerate(rows) if r["split"] == "dev"]
-        verifier.t = grid(verifier, [rows[i] for i in dev], [feats[i] for i in dev])
-        print("best thresholds on dev:", verifier.t)
     results = {}
     for split in ("dev", "test", "all") if args.split == "all" else (args.split,):
         idx = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]
@@ -137,9 +111,7 @@ def main() -> None:
         print(split, results[split]["overall"], json.dumps(results[split]["kinds"]))
     print("label counts:", Counter((r["split"], r["label"]) for r in rows))
     if args.json:
-        args.json.write_text(
-            json.dumps({"thresholds": vars(replace(verifier.t)), **results}, indent=2)
-        )
+        args.json.write_text(json.dumps({"model": verifier.model.meta, **results}, indent=2))
 
 
 if __name__ == "__main__":
