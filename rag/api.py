@@ -197,6 +197,9 @@ class Engines:
 
 
 # ---------------------------------------------------------------------------------- messages
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
     """The last user message is the question; earlier user/assistant turns are the history.
 
@@ -211,6 +214,16 @@ def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str,
             param="messages",
             code="no_user_message",
         )
+    for i, message in enumerate(messages):  # a JSON "\ud800" escape: not text (it was a 500)
+        if bad := _SURROGATE.search(message.text):
+            raise APIError(
+                400,
+                f"message {i} holds a lone surrogate (U+{ord(bad.group()):04X} at character "
+                f"{bad.start() + 1}), which is not a character; send the text as valid UTF-8 "
+                "(fix the \\u escape)",
+                param=f"messages.{i}.content",
+                code="invalid_text",
+            )
     question = " ".join(messages[last].text.split())
     if not question:
         raise APIError(

@@ -10,6 +10,7 @@ can be injected instead, which is how the unit tests run in seconds with fakes.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from rag.pipeline import Pipeline
 from rag.prompts import JUDGE_PROMPT
 from rag.retrieve import Filters, Retriever
 from rag.settings import Settings
-from rag.store import Store, embedded_store_exists
+from rag.store import Store, bump_generation, embedded_store_exists, generation
 from rag.types import Answer, IngestReport, Source
 from rag.verify import Verifier
 
@@ -57,6 +58,8 @@ class Assistant:
         self._lock = threading.RLock()
         self._retriever: Retriever | None = None
         self._verifier: Verifier | None = None
+        # The store generation (rag.store.generation) this assistant's store and BM25 reflect.
+        self._generation: Any = _UNSEEN
         self.extractive = ExtractiveBackend()
 
     # ------------------------------------------------------------------------------ components
@@ -86,6 +89,7 @@ class Assistant:
 
     @property
     def store(self) -> Store:
+        self._follow_store_changes()
         with self._lock:
             if self._store is None:
                 emb = self.embedder
@@ -101,8 +105,27 @@ class Assistant:
                 )
             return self._store
 
+    def _follow_store_changes(self) -> None:
+        """Reopen the store and refresh BM25 (on its next search) when an ingest elsewhere (another
+        process, another Assistant) has changed the store since this one last looked: one `stat`
+        per call, so a running server sees outside ingests and rebuilds without a restart."""
+        seen = generation(self.settings)
+        if seen == self._generation:
+            return
+        with self._lock:
+            if seen == self._generation:
+                return
+            if self._generation is not _UNSEEN:
+                if self._store is not None:
+                    self._store.reopen()
+                invalidate = getattr(self._retriever, "invalidate", None)
+                if invalidate:
+                    invalidate()
+            self._generation = seen
+
     @property
     def retriever(self) -> Retriever:
+        self._follow_store_changes()
         with self._lock:
             if self._retriever is None:
                 if self.settings.retrieval == "hybrid":
@@ -165,33 +188,52 @@ class Assistant:
         progress: Progress | None = None,
     ) -> IngestReport:
         """Add papers from files or directories (None = the bundled corpus). Safe to repeat."""
+        if paths and any(isinstance(p, str) and not p.strip() for p in paths):
+            raise ConfigError(
+                "an empty path was given; name a file or directory to ingest (`.` for the "
+                "current directory)"
+            )
         targets = [Path(p) for p in paths] if paths else [bundled_corpus_dir()]
         emb = self.embedder
         chunker = self.chunker
         # The lock comes first: a --rebuild must never drop a collection another ingest is filling.
         with ingest_lock(self.settings.data_dir):
-            if rebuild:
-                self._reset_store()
-            # No store on disk yet: nothing to skip, so encoding starts while it is opened.
-            fresh = (
-                self._store is None
-                and not self.settings.chroma_host
-                and not embedded_store_exists(self.settings)
-            )
-            ingestor = Ingestor(
-                (lambda: self.store) if fresh else self.store,
-                emb,
-                chunker,
-                self.chunking,
-                self.settings.max_abstract_chars,
-                on_chunks=self._prepare_bm25,
-                fresh=fresh,
-                max_id_chars=self.settings.max_id_chars,
-            )
-            report = ingestor.run(targets, progress=progress)
-        if hasattr(self.retriever, "refresh"):
-            self.retriever.refresh()
-        return report
+            report: IngestReport | None = None
+            try:
+                if rebuild:
+                    self._reset_store()
+                    bump_generation(self.settings)  # running servers drop the deleted collection
+                report = self._ingest_locked(targets, emb, chunker, progress)
+                # Inside the lock: BM25 is written by one ingest at a time, and repaired here
+                # when it no longer matches the store (rag.hybrid validates it on load).
+                if hasattr(self.retriever, "refresh"):
+                    self.retriever.refresh()
+            finally:
+                if report is None or rebuild or report.chunks_written or report.chunks_relabelled:
+                    bump_generation(self.settings)  # running servers reopen and refresh BM25
+                self._generation = generation(self.settings)
+        return report  # type: ignore[return-value]  # set, or the ingest raised
+
+    def _ingest_locked(
+        self, targets: list[Path], emb: Any, chunker: Chunker, progress: Progress | None
+    ) -> IngestReport:
+        # No store on disk yet: nothing to skip, so encoding starts while it is opened.
+        fresh = (
+            self._store is None
+            and not self.settings.chroma_host
+            and not embedded_store_exists(self.settings)
+        )
+        ingestor = Ingestor(
+            (lambda: self.store) if fresh else self.store,
+            emb,
+            chunker,
+            self.chunking,
+            self.settings.max_abstract_chars,
+            on_chunks=self._prepare_bm25,
+            fresh=fresh,
+            max_id_chars=self.settings.max_id_chars,
+        )
+        return ingestor.run(targets, progress=progress)
 
     def _prepare_bm25(self, ids: list[str], texts: list[str]) -> None:
         """A hybrid retriever tokenises new chunks while the ingest runs (resolved here, in the
@@ -299,10 +341,19 @@ class Assistant:
 def _check_question(question: str) -> str:
     if not isinstance(question, str) or not question.strip():
         raise ConfigError("the question is empty; type a question about the papers")
+    if bad := _SURROGATE.search(question):
+        raise ConfigError(
+            f"the question is not valid text (a lone surrogate U+{ord(bad.group()):04X} at "
+            f"character {bad.start() + 1}: bytes that are not UTF-8, or a broken \\u escape); "
+            "retype it, or set your terminal to UTF-8 (e.g. LANG=C.UTF-8)"
+        )
     question = " ".join(question.split())
     if len(question) > 2000:
         raise ConfigError("the question is over 2,000 characters; shorten it")
     return question
 
+
+_UNSEEN = object()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 ProgressCallback = Callable[[int, int | None], None]

@@ -47,7 +47,12 @@ def _settings(overrides: list[str] | None = None) -> Settings:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         key, value = item.split("=", 1)
-        values[key.strip().lower().removeprefix("rag_")] = value
+        key = key.strip().lower().removeprefix("rag_")
+        if key not in Settings.model_fields:
+            raise ConfigError(
+                f"--set: unknown setting '{key}'; valid keys: {', '.join(sorted(Settings.model_fields))}"
+            )
+        values[key] = value
     try:
         base = Settings()
         return base.with_overrides(**values) if values else base
@@ -58,11 +63,27 @@ def _settings(overrides: list[str] | None = None) -> Settings:
 
 
 def _first_error(exc: Exception) -> str:
+    """ "RAG_PORT: Input should be ..." (the variable a user sets, not the field name)."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
         first = errors()[0]
-        return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg')}"
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{'RAG_' + where.upper() if where else 'settings'}: {first.get('msg')}"
     return str(exc)
+
+
+def _check_range(value: int | None, field: str, option: str) -> None:
+    """A CLI number within the bounds its setting has (rag.settings.Settings)."""
+    if value is None:
+        return
+    from rag.errors import ConfigError
+    from rag.settings import Settings
+
+    meta = Settings.model_fields[field].metadata
+    low = next((m.ge for m in meta if hasattr(m, "ge")), None)
+    high = next((m.le for m in meta if hasattr(m, "le")), None)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{option} must be between {low} and {high}, got {value}")
 
 
 def _assistant(overrides: list[str] | None = None) -> Assistant:
@@ -125,7 +146,7 @@ def do_ingest(assistant: Assistant, paths: list[Path] | None, rebuild: bool = Fa
 @app.command()
 def ingest(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Files or directories (default: bundled corpus).")
+        list[str] | None, typer.Argument(help="Files or directories (default: bundled corpus).")
     ] = None,
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Drop the collection and rebuild it.")
@@ -136,7 +157,14 @@ def ingest(
     """Add papers to the store. Repeating it adds nothing; changed abstracts are replaced."""
 
     def go() -> Any:
-        return do_ingest(_assistant(overrides), paths, rebuild)
+        from rag.errors import ConfigError
+
+        if paths is not None and any(not p.strip() for p in paths):  # "" would mean "."
+            raise ConfigError(
+                "an empty path was given; name a file or directory to ingest (`.` for the "
+                "current directory)"
+            )
+        return do_ingest(_assistant(overrides), [Path(p) for p in paths or []], rebuild)
 
     report = _run(go)
     if as_json:
@@ -198,6 +226,10 @@ def ask(
     filters = Filters(year_from=year_from, year_to=year_to, author=author)
 
     def go() -> Any:
+        from rag.assistant import _check_question
+
+        _check_question(question)  # before the store opens: bad text is refused at once
+        _check_range(top_k, "top_k", "--top-k")
         assistant = _assistant(overrides)
         _ensure_ingested(assistant)
         return assistant.ask(question, top_k, filters=None if filters.is_empty() else filters)
@@ -229,6 +261,12 @@ def chat(overrides: SetOption = None) -> None:
                 message = console.input("[bold]you>[/bold] ").strip()
             except EOFError:
                 break
+            except UnicodeDecodeError as exc:  # a terminal that is not UTF-8
+                err.print(
+                    f"[red]error:[/red] the line is not UTF-8 (byte 0x{exc.object[exc.start]:02x}); "
+                    "set your terminal to UTF-8 (e.g. LANG=C.UTF-8) and type it again"
+                )
+                continue
             if not message:
                 break
             answer = None
@@ -284,10 +322,11 @@ def serve(
     """Start the chat UI (and/or the OpenAI-compatible API) on 127.0.0.1."""
 
     def go() -> None:
+        _check_range(port, "port", "--port")
         extra = list(overrides or [])
         if host:
             extra.append(f"host={host}")
-        if port:
+        if port is not None:
             extra.append(f"port={port}")
         assistant = _assistant(extra)
         if ingest_if_empty:

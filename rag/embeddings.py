@@ -9,6 +9,7 @@ and `fingerprint`, which the store records so vectors from different models are 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import threading
@@ -19,7 +20,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
-from rag.errors import EmbeddingError
+from rag.errors import ConfigError, EmbeddingError
 from rag.settings import BUNDLED_MODEL, Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,22 @@ def resolve_model_path(name: str) -> Path:
         raise EmbeddingError(
             f"embedding model '{name}' is not a local directory and rag never downloads models; "
             f"set RAG_EMBED_MODEL to {BUNDLED_MODEL} or to a sentence-transformers model folder"
+        )
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / w).is_file() for w in ("model.safetensors", "pytorch_model.bin")):
+        missing.append("model.safetensors or pytorch_model.bin")
+    if not missing:
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = None
+        if not isinstance(config, dict):
+            missing.append("readable config.json")
+    if missing:
+        raise ConfigError(
+            f"RAG_EMBED_MODEL={name} is a directory but not a sentence-transformers model (no "
+            f"{', '.join(missing)}); point RAG_EMBED_MODEL at a model folder, or set it to "
+            f"{BUNDLED_MODEL} (the bundled model)"
         )
     return path
 

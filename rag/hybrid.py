@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import difflib
+import itertools
 import json
 import logging
 import os
@@ -126,6 +127,7 @@ class HybridRetriever(Retriever):
         self._shelves: dict[tuple[str, int], list[str]] | None = None  # vocab by (first, len)
         self._acronyms: dict[str, str] = {}
         self._state: tuple[int, str] | None = None
+        self._stale = False  # the store changed elsewhere: refresh before the next search
         self._pool: ThreadPoolExecutor | None = None
         # Tokens of chunks an ingest has written, made in its writing thread (`prepare`).
         self._prepared: dict[str, tuple[list[str], dict[str, str]]] = {}
@@ -133,18 +135,26 @@ class HybridRetriever(Retriever):
 
     # ----------------------------------------------------------------------------- the index
     def refresh(self) -> None:
-        """Bring the BM25 index in line with the store (after an ingest); cheap when unchanged."""
+        """Bring the BM25 index in line with the store (after an ingest); cheap when unchanged.
+        An index on disk is used only if it checks out against the store (`_load`); one that
+        does not is rebuilt, so an ingest repairs it even when no paper changed."""
         import hashlib
 
         with self._lock:
+            self._stale = False
             # One listing of the store's ids serves both the state check and a rebuild.
             ids = sorted(self.store.get(include=[])["ids"])
             state = (len(ids), hashlib.sha1("\n".join(ids).encode()).hexdigest())
             unchanged = self._bm25 is not None and state == self._state
-            if not unchanged and not (self._bm25 is None and self._load(state)):
+            # Another process may have written the index for this state already: load it.
+            if not unchanged and not self._load(state, ids):
                 self._rebuild(state, ids)
             del ids
             _release_freed_memory()
+
+    def invalidate(self) -> None:
+        """The store changed elsewhere (rag.store.generation): refresh before the next search."""
+        self._stale = True
 
     def prepare(self, ids: list[str], texts: list[str]) -> None:
         """Tokenise chunks an ingest has just written. It runs in the ingest's writing thread,
@@ -157,20 +167,33 @@ class HybridRetriever(Retriever):
             for cid, text in zip(ids, texts, strict=True)
         )
 
-    def _load(self, state: tuple[int, str]) -> bool:
+    def _load(self, state: tuple[int, str], store_ids: Sequence[str]) -> bool:
+        """Use the index on disk if it is the one for `state` and checks out: the manifest's
+        fields of the right types, the index's rows, the ids beside it and the store's ids all
+        the same. Anything else is logged and rebuilt (it broke every ask before)."""
         manifest = self.dir / "manifest.json"
         if not manifest.exists():
             return False
         try:
             meta = json.loads(manifest.read_text())
+            if not isinstance(meta, dict) or not _state_of(meta.get("state")):
+                raise ValueError(f"manifest state {str(meta.get('state'))[:80]!r} is malformed")
             if tuple(meta["state"]) != state:
                 return False
+            name = meta.get("index", "index")
+            if not isinstance(name, str) or not _INDEX_NAME.fullmatch(name):
+                raise ValueError(f"manifest names index {str(name)[:80]!r}")
+            acronyms = meta.get("acronyms")
+            if not isinstance(acronyms, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in acronyms.items()
+            ):
+                raise ValueError("manifest acronyms are not a map of words to words")
             bm25s = _bm25s()
 
             # Memory-mapped: the score matrix is read from the page cache on demand, not copied
             # into the process (~110 MB at 100k chunks).
-            path = self.dir / meta.get("index", "index")
-            self._bm25 = bm25s.BM25.load(str(path), mmap=True)
+            path = self.dir / name
+            bm25 = bm25s.BM25.load(str(path), mmap=True)
             if "ids" in meta:  # listed in the manifest before: moved beside the index, once
                 _save_ids(path, meta.pop("ids"))
                 meta.pop("vocab", None)
@@ -182,15 +205,19 @@ class HybridRetriever(Retriever):
             ids = load_ids(path)
             if len(ids) != state[0]:
                 raise ValueError(f"{len(ids)} ids beside the index, {state[0]} chunks in the store")
-            self._ids = ids
-            self._vocab = self._bm25.vocab_dict
-            self._shelves = None
-            self._acronyms = meta["acronyms"]
-            self._state = state
-            return True
+            _check_matrix(bm25, len(ids))
+            if sorted(ids.all()) != list(store_ids):
+                raise ValueError("the ids beside the index are not the store's chunk ids")
         except Exception as exc:
-            log.warning("BM25 index at %s unreadable (%s); rebuilding", self.dir, exc)
+            log.warning(
+                "BM25 index at %s does not match the store (%s); rebuilding it", self.dir, exc
+            )
             return False
+        self._bm25, self._ids, self._vocab = bm25, ids, bm25.vocab_dict
+        self._shelves = None
+        self._acronyms = acronyms
+        self._state = state
+        return True
 
     def _rebuild(self, state: tuple[int, str], ids: list[str]) -> None:
         bm25s = _bm25s()
@@ -205,7 +232,12 @@ class HybridRetriever(Retriever):
                 for line in handle:
                     try:
                         row = json.loads(line)
-                        cache[row["id"]] = ([intern(t) for t in row["t"]], dict(row["a"]))
+                        tokens, acr = row["t"], dict(row["a"])
+                        if not isinstance(row["id"], str) or not all(
+                            isinstance(t, str) for t in [*tokens, *acr, *acr.values()]
+                        ):
+                            continue  # wrong types: re-read from the store
+                        cache[row["id"]] = ([intern(t) for t in tokens], acr)
                     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                         continue  # unreadable, or from before acronyms were cached: re-read
         prepared, self._prepared = self._prepared, {}
@@ -308,16 +340,17 @@ class HybridRetriever(Retriever):
 
     def bm25_scores(self, question: str, n: int) -> dict[str, float]:
         """Chunk id -> BM25 score of the top `n` chunks with any query term."""
-        if self._bm25 is None or not len(self._ids):
+        bm25, ids = self._bm25, self._ids  # one build throughout, should a refresh swap them
+        if bm25 is None or not len(ids):
             return {}
-        tokens = [t for t in self._query_tokens(question) if t in self._vocab]
+        tokens = [t for t in self._query_tokens(question) if t in bm25.vocab_dict]
         if not tokens:
             return {}
-        scores = self._bm25.get_scores(tokens)
+        scores = bm25.get_scores(tokens)
         rows = np.flatnonzero(scores)  # only chunks with a query term (a partition of all of
         if len(rows) > n:  # them costs ~5 ms at 100k chunks, of these well under 1 ms)
             rows = rows[np.argpartition(-scores[rows], n - 1)[:n]]
-        return {_text(self._ids[int(i)]): float(scores[i]) for i in rows}
+        return {_text(ids[int(i)]): float(scores[i]) for i in rows}
 
     def search(
         self,
@@ -327,7 +360,7 @@ class HybridRetriever(Retriever):
         *,
         per_paper: bool = True,
     ) -> list[Source]:
-        if self._bm25 is None:
+        if self._bm25 is None or self._stale:
             self.refresh()
         expanded = self.expand(question)
         fetch = max(40, top_k * 8)
@@ -407,6 +440,12 @@ class IdColumn(Sequence[str]):
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
+    def all(self) -> list[str]:
+        """Every id, in row order (one read of the file, not one per row)."""
+        blob = bytes(self._blob)
+        bounds = self._offsets.tolist()
+        return [blob[a:b].decode() for a, b in itertools.pairwise(bounds)]
+
     def __getitem__(self, row: int) -> str:  # type: ignore[override]  # rows only, no slices
         if not -len(self) <= row < len(self):
             raise IndexError(row)
@@ -435,6 +474,42 @@ def _save_ids(index: Path, ids: Sequence[str]) -> None:
     with tmp.open("wb") as handle:
         np.save(handle, offsets)
     tmp.replace(index / OFFSETS)
+
+
+_INDEX_NAME = re.compile(r"index(-[0-9a-f]{1,40})?")  # a directory of this one, nothing else
+
+
+def _state_of(value: object) -> bool:
+    """A manifest state: [number of chunks, sha1 of their ids]."""
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], int)
+        and not isinstance(value[0], bool)
+        and isinstance(value[1], str)
+    )
+
+
+def _check_matrix(bm25: Any, rows: int) -> None:
+    """The loaded score matrix has `rows` documents and is well formed (a query would index past
+    the ids, or past the matrix, otherwise)."""
+    scores = bm25.scores
+    data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
+    if int(scores.get("num_docs", -1)) != rows:
+        raise ValueError(f"the index has {scores.get('num_docs')} rows, the ids {rows}")
+    if indptr.ndim != 1 or len(indptr) < 1 or int(indptr[0]) != 0:
+        raise ValueError("the index's column pointers are malformed")
+    if int(indptr[-1]) != len(indices) or len(indices) != len(data):
+        raise ValueError("the index's arrays disagree in length")
+    if len(indptr) > 1 and bool(np.any(np.diff(indptr) < 0)):
+        raise ValueError("the index's column pointers go backwards")
+    if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= rows):
+        raise ValueError("the index points at rows it does not have")
+    vocab = bm25.vocab_dict
+    if not isinstance(vocab, dict) or any(
+        not isinstance(col, int) or not 0 <= col < len(indptr) for col in vocab.values()
+    ):
+        raise ValueError("the index's vocabulary points outside the matrix")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from rag.chunking import Chunker
 from rag.corpus import iter_corpus
 from rag.embeddings import encode
 from rag.errors import CorpusError, StoreError
-from rag.store import Store
+from rag.store import Store, data_dir_error
 from rag.types import Chunk, IngestFailure, IngestReport, Paper, PaperReplacement
 
 log = logging.getLogger(__name__)
@@ -77,20 +77,27 @@ def _failure(error: CorpusError) -> IngestFailure:
 
 @contextlib.contextmanager
 def ingest_lock(data_dir: Path) -> Iterator[None]:
-    """One ingest per store at a time, across processes."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """One ingest per store at a time, across processes. A data dir that cannot hold the lock
+    (a file, not creatable, read-only) is a `StoreError` saying so, not a traceback."""
     path = data_dir / "ingest.lock"
-    with open(path, "a+") as handle:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - closed by the `with` below
+    except OSError as exc:
+        raise StoreError(data_dir_error(data_dir, exc)) from exc
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise StoreError(
                 f"another `rag ingest` is writing to {data_dir}; wait for it to finish, then retry"
             ) from exc
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        # The pid is a note for people; a full disk is not fatal here.
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
         try:
             yield
         finally:

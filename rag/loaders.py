@@ -53,9 +53,52 @@ def _is_abstract(line: str) -> bool:
     return len(line) >= 120 and line.endswith(".") and ". " in line
 
 
+# Byte-order marks of the encodings besides UTF-8 that text editors save (UTF-32 first: its
+# little-endian mark begins with UTF-16's).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _utf16_without_bom(head: bytes) -> bool:
+    """NULs in every other byte and nowhere else: UTF-16 text saved without a byte-order mark."""
+    even, odd = head[0::2], head[1::2]
+    if len(head) < 4:
+        return False
+    return (odd.count(0) > 0.8 * len(odd) and even.count(0) == 0) or (
+        even.count(0) > 0.8 * len(even) and odd.count(0) == 0
+    )
+
+
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str | CorpusError]]:
-    """Yield (line number, text) with a BOM dropped, CRLF handled and bad bytes reported per line."""
+    """Yield (line number, text) with a BOM dropped, CRLF handled and bad bytes reported per line.
+    UTF-16 with a byte-order mark is decoded; UTF-32, and UTF-16 without a mark, are named."""
     data = path.read_bytes()
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            if codec == "UTF-32":
+                yield (
+                    0,
+                    CorpusError(
+                        "this file is UTF-32 text; re-save it as UTF-8", file=str(path), line=None
+                    ),
+                )
+                return
+            yield from _utf16_lines(path, data[len(bom) :], codec)
+            return
+    if b"\x00" in data[:8192] and _utf16_without_bom(data[:8192]):
+        yield (
+            0,
+            CorpusError(
+                "this looks like UTF-16 text without a byte-order mark; re-save it as UTF-8",
+                file=str(path),
+            ),
+        )
+        return
     if b"\x00" in data[:8192]:
         yield (
             0,
@@ -79,6 +122,15 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | CorpusError]]:
                     line=number,
                 ),
             )
+
+
+def _utf16_lines(path: Path, data: bytes, codec: str) -> Iterator[tuple[int, str | CorpusError]]:
+    """UTF-16 text (its mark already dropped), split at the same line ends as UTF-8 text."""
+    text = data[: len(data) // 2 * 2].decode(codec, errors="surrogatepass")  # lone surrogates:
+    lines = _LINE_END.split(text)  # an error for their record (rag.records)
+    if lines and not lines[-1]:
+        lines.pop()  # as bytes.splitlines: a final line end opens no line
+    yield from enumerate(lines, start=1)
 
 
 def load_daily_papers(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
@@ -153,7 +205,7 @@ def _cut_off(path: Path) -> bool:
     """The file stops mid-sentence: no sentence end and no newline at its very end."""
     with path.open("rb") as handle:
         handle.seek(max(0, path.stat().st_size - 8))
-        tail = handle.read().decode("utf-8", "ignore")
+        tail = handle.read().decode("utf-8", "ignore").replace("\x00", "")  # UTF-16 too
     return bool(tail) and tail[-1] not in "\n\r" and tail.rstrip()[-1:] not in ".!?)]\"'”’"
 
 
@@ -300,6 +352,15 @@ def load_csv(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
             continue
         if fields is None:
             fields = [f.strip().lower() for f in row]
+            twice = sorted({f for f in fields if f and fields.count(f) > 1})
+            if twice:  # which of the two is meant cannot be known: the file waits for a fix
+                yield CorpusError(
+                    f"duplicate column {', '.join(repr(f) for f in twice)} in the header; rename "
+                    "or remove one of them",
+                    file=file,
+                    line=number,
+                )
+                return
             if "title" not in fields or not ({"abstract", "summary"} & set(fields)):
                 yield CorpusError(
                     f"CSV needs 'title' and 'abstract' columns, found: {', '.join(fields)}; "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -89,6 +90,52 @@ def parse_date(value: object) -> dt.date | None:
     return None
 
 
+# A whole field that says "no value": what pandas, spreadsheets and JSON's NaN/Infinity leave
+# where text is missing. Stored, it became a paper titled "nan".
+_MISSING = {
+    "nan",
+    "-nan",
+    "inf",
+    "+inf",
+    "-inf",
+    "infinity",
+    "+infinity",
+    "-infinity",
+    "null",
+    "none",
+}
+# Characters that show nothing: format (Cf: zero-width, bidi marks, soft hyphen), controls, marks
+# alone, separators, and the filler letters (Hangul fillers, Braille blank).
+_BLANK_LETTERS = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
+
+
+def _invisible(text: str) -> bool:
+    """True when no character of `text` would show."""
+    return all(
+        ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch)[0] in "CMZ" for ch in text
+    )
+
+
+def _not_text(name: str, value: object, text: str) -> str | None:
+    """Why a title or abstract is not text: NaN/Infinity, a missing-value word, or only
+    characters that show nothing; None when it is fine."""
+    if isinstance(value, float) and not math.isfinite(value):
+        shown = "NaN" if math.isnan(value) else ("-" if value < 0 else "") + "Infinity"
+        return f"'{name}' is {shown} (a number, not text); give the {name} as text"
+    if text.lower() in _MISSING:
+        return (
+            f"'{name}' is '{text}', a missing value written as text; give the real {name} "
+            "(or drop the record)"
+        )
+    if text and _invisible(text):
+        codes = ", ".join(sorted({f"U+{ord(c):04X}" for c in text if not c.isspace()}))[:80]
+        return (
+            f"'{name}' has no visible characters (only {codes}); give the real {name} "
+            "(or drop the record)"
+        )
+    return None
+
+
 def _scalar(value: object) -> str | None:
     """A text field's value as text: strings and numbers only (`True` or a list is not a title)."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -128,6 +175,9 @@ def make_paper(
         return error(
             f"'{bad}, which is not a character; fix the escape (or re-save the file as UTF-8)"
         )
+    for name, value, text in (("title", title, title_s), ("abstract", abstract, abstract_s)):
+        if reason := _not_text(name, value, text):
+            return error(reason)
     if not title_s:
         return error("record has no title; add a non-empty 'title'")
     if len(title_s) > MAX_TITLE_CHARS:
@@ -145,6 +195,8 @@ def make_paper(
     pid = ""
     if paper_id not in (None, ""):
         raw = _scalar(paper_id)
+        if isinstance(paper_id, float) and not math.isfinite(paper_id):
+            raw = None
         if raw is None:
             return error(
                 f"'id' of '{title_s[:60]}' is a {type(paper_id).__name__}; give a string such as "

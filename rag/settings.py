@@ -24,6 +24,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        # inf and NaN are no setting's value (RAG_MAX_UPLOAD_MB=inf crashed the UI at start).
+        allow_inf_nan=False,
     )
 
     # --- storage -------------------------------------------------------------------------------
@@ -34,7 +36,7 @@ class Settings(BaseSettings):
     chroma_host: str | None = Field(
         None, description="Chroma server host (`chroma run`); unset = embedded store in data_dir."
     )
-    chroma_port: int = Field(8000, description="Chroma server port.")
+    chroma_port: int = Field(8000, ge=1, le=65535, description="Chroma server port.")
 
     # --- embeddings and chunking ----------------------------------------------------------------
     embed_model: str = Field(
@@ -133,7 +135,7 @@ class Settings(BaseSettings):
 
     # --- front-ends ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the UI / API binds to.")
-    port: int = Field(7860, description="Port of the UI / API.")
+    port: int = Field(7860, ge=1, le=65535, description="Port of the UI / API.")
     api_key: SecretStr | None = Field(
         None, description="Bearer token required by the API when set."
     )

@@ -14,7 +14,10 @@ documents read the same way.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +83,124 @@ def embedded_store_exists(settings: Settings) -> bool:
     return (embedded_path(settings) / "chroma.sqlite3").exists()
 
 
+# ------------------------------------------------------------------------ the store generation
+# A small file in RAG_DATA_DIR that every ingest (and `--rebuild`) replaces when it has written:
+# a running server compares its stat with the one it saw (one `stat` per request) and, when it
+# differs, reopens the collection and refreshes BM25. Without it an ingest from another process
+# was invisible (Chroma's embedded client caches the HNSW index in memory) and a rebuild left the
+# server holding a deleted collection (503 until restart).
+GENERATION = "store.generation"
+
+
+def generation_path(settings: Settings) -> Path:
+    return settings.data_dir / GENERATION
+
+
+def generation(settings: Settings) -> tuple[int, ...] | None:
+    """The stamp as `stat` sees it (None before the first ingest): cheap enough for every request."""
+    try:
+        st = os.stat(generation_path(settings))
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+def bump_generation(settings: Settings) -> None:
+    """Replace the stamp atomically (readers see the old file or the new one)."""
+    path = generation_path(settings)
+    try:
+        count = int(path.read_text().split()[0]) + 1
+    except (OSError, ValueError, IndexError):
+        count = 1
+    tmp = path.with_name(f".{GENERATION}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(f"{count} {time.time_ns()} {os.getpid()}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning(
+            "could not write %s (%s); running servers see this ingest after a restart", path, exc
+        )
+
+
+def _forget_system(client: Any) -> None:
+    """Make the next embedded client for this path a new one: Chroma shares one client "system"
+    per path in a process, and that system's HNSW index never sees other processes' writes.
+    (Clients already handed out keep theirs.)"""
+    try:
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        SharedSystemClient._identifier_to_system.pop(getattr(client, "_identifier", None), None)
+    except (ImportError, AttributeError, TypeError):  # another chromadb: reopen what it gives
+        pass
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError in an exception's chain, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _cause(exc: BaseException) -> str:
+    """What kind of failure: "full", "readonly", "argument", "gone", "damaged" or "other"."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    os_error = _os_error(exc)
+    code = os_error.errno if os_error else None
+    if code == errno.ENOSPC or any(
+        w in text for w in ("no space left", "disk is full", "database or disk is full", "quota")
+    ):
+        return "full"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or any(
+        w in text for w in ("readonly database", "read-only file system", "permission denied")
+    ):
+        return "readonly"
+    if "does not exist" in text and "collection" in text:
+        return "gone"
+    if any(
+        w in text
+        for w in ("malformed", "not a database", "corrupt", "no such table", "hnsw", "segment")
+    ):
+        return "damaged"
+    if isinstance(exc, OverflowError | TypeError | ValueError):
+        return "argument"
+    return "other"
+
+
+def _advice(exc: BaseException, where: str) -> str:
+    """A store failure's message, with the fix for its cause (moving the store away is advice for
+    a damaged store only: a full disk or a bad argument leaves it fine)."""
+    what = f"{type(exc).__name__}: {exc}"
+    cause = _cause(exc)
+    if cause == "full":
+        return (
+            f"the disk holding {where} is full ({what}); free some space, then retry (the store "
+            "is fine: an ingest cut short is completed by running it again)"
+        )
+    if cause == "readonly":
+        return (
+            f"cannot write to {where} ({what}); make it writable (permissions, a read-only "
+            "mount), or set RAG_DATA_DIR to a writable directory"
+        )
+    if cause == "argument":
+        return (
+            f"the Chroma store at {where} refused the request ({what}); the store is fine: check "
+            "the values given (RAG_TOP_K / --top-k is 1-50)"
+        )
+    if cause == "other":
+        return (
+            f"the Chroma store at {where} failed ({what}); retry, and only if it keeps failing "
+            "(a damaged store), move it away and run `rag ingest` to rebuild"
+        )
+    return (
+        f"the Chroma store at {where} failed ({what}); if it is corrupt, move it away and run "
+        "`rag ingest` to rebuild"
+    )
+
+
 def _client(settings: Settings) -> Any:
     import chromadb
 
@@ -112,12 +233,33 @@ def _client(settings: Settings) -> Any:
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(data_dir_error(settings.data_dir, exc)) from exc
+    try:
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
     except Exception as exc:
+        if _cause(exc) in ("full", "readonly"):
+            raise StoreError(_advice(exc, str(path))) from exc
         raise StoreError(
             f"cannot open the Chroma store at {path} ({exc}); if another program holds it, close "
             "that program; if it is corrupt, move the directory away and run `rag ingest` to rebuild"
         ) from exc
+
+
+def data_dir_error(where: Path, exc: OSError) -> str:
+    """Why RAG_DATA_DIR (or a directory in it) cannot be used, and the fix."""
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) or (where.exists() and not where.is_dir()):
+        blocker = next((p for p in (where, *where.parents) if p.exists()), where)
+        return (
+            f"RAG_DATA_DIR={where} cannot be used: {blocker} is a file, not a directory; set "
+            "RAG_DATA_DIR to a directory (it is created if missing) or move the file away"
+        )
+    if exc.errno == errno.ENOSPC:
+        return f"the disk holding RAG_DATA_DIR={where} is full ({exc.strerror}); free some space"
+    return (
+        f"RAG_DATA_DIR={where} cannot be written ({exc.strerror or exc}); make it writable or "
+        "set RAG_DATA_DIR to a directory you can write"
+    )
 
 
 class Store:
@@ -145,6 +287,8 @@ class Store:
                 settings.collection, metadata=expected, embedding_function=None
             )
         except Exception as exc:
+            if _cause(exc) in ("full", "readonly"):
+                raise StoreError(_advice(exc, self.where)) from exc
             raise StoreError(
                 f"cannot open collection '{settings.collection}' in {self.where} ({exc}); check "
                 "RAG_COLLECTION, or move the store away and run `rag ingest` to rebuild"
@@ -178,6 +322,23 @@ class Store:
                     f"{label} {found[key]!r} but the settings ask for {expected[key]!r}; run "
                     f"`rag ingest --rebuild` to rebuild it, or set {setting} back"
                 )
+
+    def reopen(self) -> None:
+        """Open the collection afresh, as a new process would: another process has ingested
+        (the embedded client would not see its vectors) or rebuilt it (the old one is gone)."""
+        if not self.settings.chroma_host:
+            _forget_system(self.client)
+        client = _client(self.settings)
+        try:
+            collection = client.get_or_create_collection(
+                self.settings.collection, metadata=self.expected, embedding_function=None
+            )
+        except Exception as exc:
+            raise StoreError(_advice(exc, self.where)) from exc
+        self.client, self.collection = client, collection
+        self.outdated_chunking = None
+        self._check(self.expected)
+        log.info("store %s: reopened after a change by another process", self.where)
 
     # ----------------------------------------------------------------------------------- writes
     def upsert(
@@ -399,18 +560,21 @@ class Store:
     def paper_count(self) -> int:
         return len(self.get(where={"position": 0}, include=[])["ids"])
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, fn: Any, *args: Any, retry: bool = True, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except StoreError:
             raise
         except Exception as exc:
-            if self.settings.chroma_host:
+            if retry and _cause(exc) == "gone" and getattr(fn, "__self__", None) is self.collection:
+                # Rebuilt by another process since this one opened it: open the new one, once.
+                self.reopen()
+                return self._call(
+                    getattr(self.collection, fn.__name__), *args, retry=False, **kwargs
+                )
+            if self.settings.chroma_host and _cause(exc) in ("other", "damaged", "gone"):
                 raise StoreError(
                     f"the Chroma server at {self.settings.chroma_host}:{self.settings.chroma_port} "
                     f"failed ({type(exc).__name__}: {exc}); check that `chroma run` is up, then retry"
                 ) from exc
-            raise StoreError(
-                f"the Chroma store at {self.where} failed ({type(exc).__name__}: {exc}); if it is "
-                "corrupt, move it away and run `rag ingest` to rebuild"
-            ) from exc
+            raise StoreError(_advice(exc, self.where)) from exc
