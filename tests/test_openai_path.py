@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import LRA_TITLE, answer_reply
 
-from rag import CANNOT_ANSWER, Assistant, Settings
+from rag import CANNOT_ANSWER, Answer, Assistant, Settings
 from rag.errors import ConfigError
 
 pytestmark = pytest.mark.e2e
@@ -70,16 +72,20 @@ def test_weak_evidence_abstains_before_calling_the_model(
 
 
 def test_streaming_yields_pieces_then_verified_answer(real_assistant: Assistant, fake_llm) -> None:
+    """Only verified sentences are streamed: the invented one never shows, not even for a moment."""
     fake_llm.reply = answer_reply(
         "{title1} covers sequences from 1K to 16K tokens [1]. Made up claim about 77 cats [7]."
     )
-    items = list(_assistant(real_assistant, fake_llm.base_url).ask_stream(Q))
-    pieces = [i for i in items if isinstance(i, str)]
-    final = items[-1]
-    assert len(pieces) > 3
-    assert "cats" in "".join(pieces)  # the preview is raw ...
-    assert "cats" not in final.text and "[7]" not in final.text  # ... the final answer is verified
-    assert "16K" in final.text
+    assistant = _assistant(real_assistant, fake_llm.base_url)
+    items = list(assistant.ask_stream(Q))
+    pieces, final = items[:-1], items[-1]
+    assert isinstance(final, Answer) and all(isinstance(p, str) for p in pieces)
+    assert fake_llm.requests[-1].get("stream") is True
+    assert pieces and all(re.fullmatch(r"\S.* (\[\d+\])+[.!?] ", p) for p in pieces), pieces
+    assert not any("cats" in p or "[7]" in p for p in pieces)
+    assert "".join(pieces).strip() == final.text  # what was shown is the answer
+    assert "16K" in final.text and not final.abstained
+    assert assistant.ask(Q).text == final.text  # and the same as the answer not streamed
 
 
 def test_server_failure_falls_back_to_extractive_with_notice(
