@@ -38,7 +38,6 @@ SIGNALS = (
     "names",  # log(1 + names in the claim), all found in the source (else vetoed)
     "negation",  # words negated in the claim but not in the source, or the reverse
     "opposites",  # claim words whose opposite, and not themselves, occurs in the source
-    "length",  # log(number of the claim's content words)
 )
 VETOES = ("verbatim", "numbers", "names", "phrases", "links")
 
@@ -114,13 +113,13 @@ def opposites(claim: str, full: str) -> int:
     """Claim words (or word + next word) whose opposite, and not themselves, is in the source."""
     claim_words, source_words = set(words(claim)), set(words(full))
     source_stems = {stem(w) for w in source_words}
-    hits = 0
+    hits: set[str] = set()
     for word in claim_words - source_words:
         s = stem(word)
         if s in source_stems:
             continue
         if OPPOSITES.get(s, set()) & source_stems:
-            hits += 1
+            hits.add(s)
             continue
         for prefix in _PREFIXES:
             if (prefix + word) in source_words or (
@@ -128,13 +127,13 @@ def opposites(claim: str, full: str) -> int:
                 and len(word) > len(prefix) + 3
                 and word[len(prefix) :] in source_words
             ):
-                hits += 1
+                hits.add(s)
                 break
     source_bigrams = set(itertools.pairwise(stem(w) for w in words(full)))
     for a, b in set(itertools.pairwise(stem(w) for w in words(claim))) - source_bigrams:
         if any((o, b) in source_bigrams for o in OPPOSITES.get(a, ())):
-            hits += 1
-    return hits
+            hits.add(a)
+    return len(hits)
 
 
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b((?:[A-Z][a-z]+[ \-]){1,5}[A-Z][a-z]+)\b")
@@ -174,7 +173,6 @@ def signals(
         "names": math.log1p(n_names),
         "negation": float(negation_mismatch(claim, passages[best], full)),
         "opposites": float(opposites(claim, full)),
-        "length": math.log(max(1, len(claim_set))),
     }
     return values, best
 
