@@ -1,370 +1,269 @@
 """The extractive backend: the offline default and the fallback of every LLM backend.
 
-It picks the abstract sentences that answer the question and quotes them, each with its [n]. No
-model, no network. The chat-model backends live in `rag.backends` (re-exported here for older
-imports).
+It quotes the abstract sentences that answer the question, each with its [n]. No model call, no
+network. The chat-model backends live in `rag.backends` (re-exported here for older imports).
+
+    question, sources ─► question analysis (rag.question: answer type, names, measured thing)
+                     ─► scope: the sources that name what the question names
+                     ─► every candidate sentence ─► a few general features ─► P(sentence answers)
+                         (a logistic regression fitted on the dev split: rag/data/answerable.json,
+                          refit with `python -m eval.fit_answerable`)
+                     ─► best P below the fitted threshold ─► the refusal
+                     ─► otherwise the best sentences (at most 3, 2 per paper), cited
+
+The features and why each is there are in `FEATURES`; each one's worth is measured by the ablation
+that the refit script prints (docs/grounding.md has the table).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 
 from rag.prompts import CANNOT_ANSWER, evidence_text
-from rag.text import (
-    entities,
-    idf_weights,
-    is_acronym_of,
-    numbers,
-    split_sentences,
-    terms,
-)
+from rag.question import QuestionInfo, analyse, names_found, names_named, new_names, question_names
+from rag.text import idf_weights, number_values, numbers, split_sentences, terms
 from rag.types import Source
+
+__all__ = ["FEATURES", "ExtractiveBackend", "Model", "names_found", "question_names"]
 
 log = logging.getLogger(__name__)
 
-_NUMERIC_Q = re.compile(
-    r"\b(how (many|much|long|large|big|fast|far)|what (range|percentage|number|size|fraction|accuracy)|"
-    r"by how|which (range|lengths?)|what .*(rate|score|speed-?up|ratio)|(which|what) year|"
-    r"when was|what .* (achieve|reach|obtain|attain)s?)\b",
-    re.I,
-)
-_LIST_Q = re.compile(
-    r"\b(which|what) (papers|works|studies|methods|models)\b|\bpapers (that|which|on|about)\b|\bcompare\b|\bboth\b",
-    re.I,
-)
+# name -> what it measures. Every value is in [0, 1] (or -1..1 for none), so the fitted weights
+# are comparable and readable.
+FEATURES: dict[str, str] = {
+    "lexical": "idf-weighted share of the question's content words in the sentence",
+    "coverage": "the same, counting the paper's title with the sentence",
+    "focus": "idf-weighted share of the question's words not in the paper's title in the sentence",
+    "cosine": "embedding similarity of the source's best chunk to the question (retrieval score)",
+    "relative": "that similarity over the best source's (1 for the top source)",
+    "margin": "retrieval margin: best source's similarity minus the second's (per question)",
+    "number_offered": "the question expects a number and the sentence gives one",
+    "number_missing": "the question expects a number and the sentence gives none",
+    "measured": "the question expects a number and the sentence gives one beside a word naming "
+    "what is measured or counted (any number, if the question does not say)",
+    "entity_offered": "a which/what question's sentence names something the question does not",
+    "names_source": "share of the names in the question that the source names (1 if none)",
+    "names_sentence": "share of the names in the question that the sentence names (1 if none)",
+    "numbers_agree": "share of the question's own numbers that the source states (1 if none)",
+    "person_missing": "the question asks for people (authors) and the source lists none",
+    "first": "the abstract's first sentence (it states the paper's main point)",
+}
+MODEL_FILE = "answerable.json"
 
 
-_WHICH_Q = re.compile(r"^\s*(?:which|what)\s+([A-Za-z][\w\-]*)\b", re.I)
-_NOT_HEADS = frozenset(
-    [
-        "is",
-        "are",
-        "was",
-        "were",
-        "does",
-        "do",
-        "did",
-        "can",
-        "could",
-        "has",
-        "have",
-        "had",
-        "will",
-        "would",
-        "should",
-        "kind",
-        "type",
-        "sort",
-        "one",
-        "ones",
-        "way",
-    ]
-)
-_AUTHOR_Q = re.compile(
-    r"\bwho (?:are|were|wrote|is|was)\b|\bauthors? of\b|\bwritten by whom\b", re.I
-)
-_NOT_NAMES = frozenset(
-    [
-        "what",
-        "which",
-        "how",
-        "who",
-        "when",
-        "where",
-        "why",
-        "does",
-        "do",
-        "did",
-        "is",
-        "are",
-        "was",
-        "were",
-        "the",
-        "in",
-        "on",
-        "for",
-        "according",
-        "can",
-        "could",
-        "should",
-        "would",
-        "will",
-        "a",
-        "an",
-        "and",
-        "or",
-        "of",
-        "to",
-        "with",
-        "from",
-        "by",
-        "as",
-        "at",
-        "this",
-        "that",
-        "these",
-        "those",
-        "it",
-        "its",
-        "their",
-        "there",
-        "english",
-        "chinese",
-        "german",
-        "french",
-        "paper",
-        "papers",
-        "corpus",
-    ]
-)
+@dataclass(frozen=True)
+class Model:
+    """A logistic regression over `FEATURES`: P(sentence answers the question)."""
+
+    features: tuple[str, ...]
+    weights: tuple[float, ...]
+    bias: float
+    answer_threshold: float  # refuse when no sentence reaches it
+    keep_ratio: float  # further sentences need this share of the best sentence's probability
+
+    def probability(self, values: dict[str, float]) -> float:
+        z = self.bias + sum(w * values[f] for f, w in zip(self.features, self.weights, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Model:
+        return cls(
+            features=tuple(data["features"]),
+            weights=tuple(float(w) for w in data["weights"]),
+            bias=float(data["bias"]),
+            answer_threshold=float(data["answer_threshold"]),
+            keep_ratio=float(data["keep_ratio"]),
+        )
 
 
-def question_names(question: str) -> set[str]:
-    """Names in a question: acronyms, CamelCase, words with digits, capitalised words mid-sentence.
-
-    Hyphenated compounds are checked by their name-like parts ("VTN-based" -> "vtn").
-    """
-    names: set[str] = set()
-    words = re.findall(r"[A-Za-z0-9][\w\-]*", question)
-    for i, word in enumerate(words):
-        for part in word.split("-"):
-            if len(part) < 2 or part[0].isdigit() or part.lower() in _NOT_NAMES:
-                continue
-            if entities(part) or (i > 0 and part[0].isupper() and len(part) > 2):
-                names.add(part.lower())
-    return names
+@lru_cache(maxsize=1)
+def bundled_model() -> Model:
+    text = resources.files("rag").joinpath("data", MODEL_FILE).read_text(encoding="utf-8")
+    return Model.from_dict(json.loads(text))
 
 
-_MEASURED = re.compile(
-    r"\bhow many\s+((?:[\w\-]+\s+){0,3}?)([\w\-]+)\s+(?:does|do|did|is|are|was|were|can|has|have|had|will)\b"
-    r"|\bwhat\s+(?:[\w\-]+\s+){0,3}?(accuracy|score|f1|bleu|mae|dice|perplexity|auc|error|latency|"
-    r"throughput|size|percentage|fraction|rate)\b",
-    re.I,
-)
+@dataclass
+class Candidate:
+    source: Source
+    sentence: str
+    features: dict[str, float]
+    probability: float = 0.0
 
 
-_PREPOSITIONS = frozenset(
-    ["without", "with", "of", "in", "on", "for", "from", "by", "at", "into", "per"]
-)
+def candidates(question: str, sources: list[Source]) -> list[Candidate]:
+    """Every evidence sentence of `sources` with its features (in source and text order)."""
+    info = analyse(question)
+    # Quote only what may be evidence: never a sentence that is an instruction to the model.
+    per_source = [(src, split_sentences(evidence_text(src.text))) for src in sources]
+    if not info.terms or not any(sents for _, sents in per_source):
+        return []
+    idf = idf_weights(
+        [terms(s) for _, sents in per_source for s in sents] + [terms(s.title) for s in sources]
+    )
+    default = max(idf.values(), default=1.0)
+    total = sum(idf.get(t, default) for t in info.terms)
+    scores = sorted((s.score for s in sources), reverse=True)
+    top = max(scores[0], 1e-6)
+    margin = scores[0] - scores[1] if len(scores) > 1 else scores[0]
+    out = []
+    for src, sents in per_source:
+        title_terms = set(terms(src.title))
+        names_src = _share(info.names, names_named(info.names, src))
+        src_numbers = number_values(f"{src.title} {src.text}")
+        numbers_agree = len(info.numbers & src_numbers) / len(info.numbers) if info.numbers else 1.0
+        for position, sent in enumerate(sents):
+            sent_terms = set(terms(sent))
+            has_number = bool(numbers(sent))
+            wants_number = info.answer_type == "number"
+            lexical = sum(idf.get(t, default) for t in info.terms & sent_terms) / total
+            coverage = sum(idf.get(t, default) for t in info.terms & (sent_terms | title_terms))
+            focus_terms = info.terms - title_terms
+            focus = sum(idf.get(t, default) for t in focus_terms & sent_terms) / max(
+                sum(idf.get(t, default) for t in focus_terms), 1e-9
+            )
+            f = {
+                "lexical": lexical,
+                "coverage": coverage / total,
+                "focus": focus if focus_terms else 1.0,
+                "cosine": src.score,
+                "relative": src.score / top,
+                "margin": margin,
+                "number_offered": float(wants_number and has_number),
+                "number_missing": float(wants_number and not has_number),
+                "measured": float(
+                    wants_number
+                    and has_number
+                    and (not info.measured or bool(info.measured & sent_terms))
+                ),
+                "entity_offered": float(_offers_entity(info, sent, sent_terms)),
+                "names_source": names_src,
+                "names_sentence": _share(info.names, names_named(info.names, _as_source(sent))),
+                "numbers_agree": numbers_agree,
+                "person_missing": float(info.answer_type == "person" and not src.authors),
+                "first": float(position == 0),
+            }
+            out.append(Candidate(src, sent, f))
+    return out
 
 
-_GENERIC_MEASURES = frozenset(["percentage", "fraction", "rate", "size", "error", "score"])
+def _share(names: frozenset[str], found: int) -> float:
+    return found / len(names) if names else 1.0
 
 
-def measured_terms(question: str) -> set[str]:
-    """The thing a numeric question counts or measures: 'how many attention heads does' -> {head}."""
-    match = _MEASURED.search(question)
-    if not match:
-        return set()
-    if match.group(3):
-        word = match.group(3)
-    else:
-        phrase = (match.group(1) + match.group(2)).split()
-        cut = next((i for i, w in enumerate(phrase) if w.lower() in _PREPOSITIONS), len(phrase))
-        word = phrase[: max(cut, 1)][-1]
-    if word.lower() in _GENERIC_MEASURES:
-        return set()  # too generic to demand literally
-    return set(terms(word))
+def _as_source(sentence: str) -> Source:
+    return Source(number=0, paper_id="", title="", snippet="", text=sentence, score=0.0)
 
 
-def name_in(name: str, lower: str, original: str) -> bool:
-    singular = name[:-1] if name.endswith("s") and len(name) > 3 else name
-    return name in lower or singular in lower or is_acronym_of(singular, original)
+def _offers_entity(info: QuestionInfo, sentence: str, sent_terms: set[str]) -> bool:
+    """A which/what question: the sentence is about it and names something new (the answer)."""
+    if info.answer_type != "entity" or not info.head or info.head not in sent_terms:
+        return False
+    return bool(info.terms & sent_terms - {info.head}) and bool(new_names(sentence, info.text))
 
 
-def answer_head(question: str) -> str | None:
-    """The thing a which/what question asks for: 'Which cryptocurrencies are ...' -> cryptocurrency."""
-    match = _WHICH_Q.match(question)
-    if not match or match.group(1).lower() in _NOT_HEADS | _GENERIC_MEASURES:
-        return None
-    found = terms(match.group(1))
-    return found[0] if found else None
+def pick(ranked: list[Candidate], model: Model, is_list: bool, most: int = 3) -> list[Candidate]:
+    """From candidates best first: none when the best is below the answer threshold; else the
+    best, and those within `keep_ratio` of it (one per paper for list questions, else two)."""
+    if not ranked or ranked[0].probability < model.answer_threshold:
+        return []
+    floor = max(ranked[0].probability * model.keep_ratio, 1e-9)
+    limit = 1 if is_list else 2
+    chosen: list[Candidate] = []
+    per_source: dict[int, int] = {}
+    for c in ranked:
+        if len(chosen) >= most:
+            break
+        if c.probability < floor or per_source.get(c.source.number, 0) >= limit:
+            continue
+        chosen.append(c)
+        per_source[c.source.number] = per_source.get(c.source.number, 0) + 1
+    return chosen
 
 
-def new_names(sentence: str, question: str) -> set[str]:
-    """Names in a sentence that the question does not already mention (Bitcoin, Ethereum, ...)."""
-    sentence = re.sub(r"\([^)]*\)", " ", sentence)  # "BiLSTM (Bidirectional ...)" spells out
-    words = re.findall(r"[A-Za-z][\w\-]*", sentence)
-    names = {w.lower() for i, w in enumerate(words) if i > 0 and w[0].isupper()}
-    return (names | entities(sentence)) - {w.lower() for w in re.findall(r"[\w\-]+", question)}
-
-
-def names_found(question: str, source: Source) -> bool:
-    """The question names something (a model, dataset, paper) and this source names all of it.
-
-    Lexical evidence that a low cosine misses: "Which model does Uni-SMART compare against?"
-    scores 0.27 against the Uni-SMART abstract, yet that abstract is the one to answer from.
-    """
-    names = question_names(question)
-    # Long paraphrases name many things; one of four or more may be worded differently.
-    return bool(names) and names_named(names, source) >= math.ceil(0.75 * len(names))
-
-
-def names_named(names: set[str], source: Source) -> int:
-    """How many of `names` the source's title or abstract names."""
-    haystack = f"{source.title} {source.text}"
-    lower = haystack.lower()
-    return sum(name_in(n, lower, haystack) for n in names)
+def quote(chosen: list[Candidate]) -> str:
+    """The chosen sentences verbatim, each followed by its source's [n]."""
+    parts = []
+    for c in chosen:
+        body = c.sentence.rstrip()
+        end = body[-1] if body[-1] in ".!?" else "."
+        body = body[:-1] if body[-1] in ".!?" else body
+        parts.append(f"{body} [{c.source.number}]{end}")
+    return " ".join(parts)
 
 
 # --------------------------------------------------------------------------------- extractive
 class ExtractiveBackend:
-    """Quote the best-matching abstract sentences, cited. Abstains when nothing matches well."""
+    """Quote the sentences most likely to answer, cited; refuse when none is likely enough."""
 
     name = "extractive"
 
     def __init__(
         self,
-        min_overlap: float = 0.12,
+        model: Model | None = None,
         max_sentences: int = 3,
-        min_focus: float = 0.2,
-        min_focus_named: float = 0.15,
-        min_extra_score: float = 0.30,
+        scope: bool = True,
+        people: bool = True,
     ) -> None:
-        self.min_overlap = min_overlap  # share of the question's terms the best sentence must cover
+        self.model = model or bundled_model()
         self.max_sentences = max_sentences
-        self.min_focus = min_focus  # numeric questions: share of non-title terms beside the number
-        self.min_focus_named = min_focus_named  # the same, when the question names the paper
-        self.min_extra_score = min_extra_score  # cosine a second paper needs to be quoted too
+        self.scope = scope  # quote only sources that name what the question names
+        self.people = people  # "who ..." questions: only sources that list people (authors)
 
     def rank(self, question: str, sources: list[Source]) -> list[tuple[float, float, Source, str]]:
-        """(score, question-term coverage, source, sentence), best first."""
-        q_terms = set(terms(question))
-        # Quote only what may be evidence: never a sentence that is an instruction to the model.
-        candidates = [
-            (src, sent) for src in sources for sent in split_sentences(evidence_text(src.text))
-        ]
-        if not candidates or not q_terms:
-            return []
-        idf = idf_weights([terms(s) for _, s in candidates] + [terms(src.title) for src in sources])
-        default = max(idf.values(), default=1.0)
-        total = sum(idf.get(t, default) for t in q_terms)
-        wants_number = bool(_NUMERIC_Q.search(question))
-        top_score = max(src.score for src in sources)
-        ranked = []
-        firsts: dict[int, str] = {}
-        head = answer_head(question)
-        for position, (src, sent) in enumerate(candidates):
-            sent_terms = set(terms(sent))
-            s_terms = sent_terms | set(terms(src.title))
-            coverage = sum(idf.get(t, default) for t in q_terms & s_terms) / total
-            sent_only = sum(idf.get(t, default) for t in q_terms & sent_terms) / total
-            score = 0.45 * sent_only + 0.25 * coverage + 0.3 * (src.score / max(top_score, 1e-6))
-            if wants_number and numbers(sent):
-                score += 0.15
-            if (
-                head
-                and not wants_number
-                and head in sent_terms
-                and q_terms & sent_terms - {head}  # about the question, not just its noun
-                and new_names(sent, question)
-            ):
-                score += 0.25  # "which cryptocurrencies": the sentence that names them
-            if src.number not in firsts:  # once per source, not per sentence (was quadratic)
-                firsts[src.number] = split_sentences(evidence_text(src.text))[0]
-            if position == 0 or sent is firsts[src.number]:
-                score += 0.02  # first sentences state the paper's main point
-            ranked.append((score, coverage, src, sent))
-        ranked.sort(key=lambda r: r[0], reverse=True)
-        return ranked
+        """(probability, question-term coverage, source, sentence), best first."""
+        ranked = self.candidates(question, sources)
+        return [(c.probability, c.features["coverage"], c.source, c.sentence) for c in ranked]
 
-    def can_answer(
-        self, question: str, sources: list[Source], ranked: list[tuple[float, float, Source, str]]
-    ) -> bool:
-        """Cheap checks that the sources hold what the question asks for, not just its topic."""
-        if _AUTHOR_Q.search(question) and not any(src.authors for src in sources[:3]):
-            return False  # the corpus has no author names for these papers
-        haystack = " ".join(f"{src.title} {src.text}" for src in sources[:3])
-        lower = haystack.lower()
-        if _LIST_Q.search(question):  # other questions were scoped to the sources naming them
-            for name in question_names(question):
-                if not name_in(name, lower, haystack):
-                    return False  # a model, dataset or paper the question names is not there
-        if _NUMERIC_Q.search(question):
-            # no sentence gives a number about what was asked -> cannot answer
-            return self.numeric_evidence(question, sources, ranked) is not None
-        return True
-
-    def numeric_evidence(
-        self, question: str, sources: list[Source], ranked: list[tuple[float, float, Source, str]]
-    ) -> tuple[Source, str] | None:
-        """The best sentence that gives a number about what a numeric question asks."""
-        named = bool(question_names(question))  # sources already scoped to those names
-        focus_sources = {src.number for src in sources[:3]}
-        head = answer_head(question)
-        measured = measured_terms(question) or ({head} if head else set())
-        for _score, _cov, src, sent in ranked:
-            if src.number not in focus_sources or not numbers(sent):
-                continue
-            sent_terms = set(terms(sent))
-            focus = set(terms(question)) - set(terms(src.title))
-            share = len(focus & sent_terms) / len(focus) if focus else 1.0
-            if measured and not measured & sent_terms and share < 0.5:
-                continue  # a number, but not of the thing asked about ("how many heads")
-            if share >= (self.min_focus_named if named else self.min_focus):
-                return src, sent
-        return None
+    def candidates(self, question: str, sources: list[Source]) -> list[Candidate]:
+        """The candidate sentences with their probabilities, best first."""
+        found = candidates(question, sources)
+        for c in found:
+            c.probability = self.model.probability(c.features)
+        # Stable: equal probabilities keep text order (first sentences first).
+        return sorted(found, key=lambda c: -c.probability)
 
     def scoped(self, question: str, sources: list[Source]) -> list[Source]:
-        """The sources an answer may quote: those that name everything the question names.
+        """The sources an answer may quote: those that name what the question names.
 
-        "How many GPUs were used to train Meta-Transformer?" must not be answered with another
-        paper's GPU count. List and comparison questions may span papers, so they keep them all.
+        A question about one named method must not be answered with another paper's figure. List
+        and comparison questions may span papers; a question naming two things joined by "and"
+        may be answered by the papers naming either. A question asking for people can only be
+        answered by a source that lists them.
         """
-        if _LIST_Q.search(question) or not question_names(question):
+        info = analyse(question)
+        if self.people and info.answer_type == "person":
+            sources = [src for src in sources if src.authors]  # abstracts name no authors
+        if not self.scope or info.is_list or not info.names:
             return sources
         scoped = [src for src in sources if names_found(question, src)]
-        if not scoped and re.search(r"\band\b", question):  # "PoolFormer and T2T-ViT": two papers
-            names = question_names(question)
-            scoped = [src for src in sources if names_named(names, src)]
+        if not scoped and re.search(r"\band\b", question):
+            scoped = [src for src in sources if names_named(info.names, src)]
         return scoped
 
-    def compose(self, question: str, sources: list[Source]) -> str:
+    def can_answer(self, question: str, sources: list[Source]) -> bool:
+        """Whether the best candidate sentence of the scoped sources is likely enough to answer."""
+        return bool(self.select(question, sources))
+
+    def select(self, question: str, sources: list[Source]) -> list[Candidate]:
+        """The sentences to quote (empty: refuse)."""
         scoped = self.scoped(question, sources)
-        if not scoped:
-            return CANNOT_ANSWER  # no single source names what the question is about
         allowed = {src.number for src in scoped}
-        # Ranked against all sources (term weights and scores stay those of the whole set).
-        ranked = [r for r in self.rank(question, sources) if r[2].number in allowed]
-        sources = scoped
-        if not ranked or ranked[0][1] < self.min_overlap:
+        # Ranked against all sources (term weights and the retrieval margin are the whole set's).
+        ranked = [c for c in self.candidates(question, sources) if c.source.number in allowed]
+        return pick(ranked, self.model, analyse(question).is_list, self.max_sentences)
+
+    def compose(self, question: str, sources: list[Source]) -> str:
+        chosen = self.select(question, sources)
+        if not chosen:
             return CANNOT_ANSWER
-        if not self.can_answer(question, sources, ranked):
-            return CANNOT_ANSWER
-        best = ranked[0][0]
-        list_question = bool(_LIST_Q.search(question))
-        chosen: list[tuple[Source, str]] = []
-        per_source: dict[int, int] = {}
-        for score, coverage, src, sent in ranked:
-            if len(chosen) >= self.max_sentences:
-                break
-            limit = 1 if list_question else 2
-            if per_source.get(src.number, 0) >= limit:
-                continue
-            if chosen and (
-                score < best * (0.75 if list_question else 0.65)
-                or coverage < self.min_overlap
-                # a further sentence from another paper needs that paper to be close on its own
-                or (src.number != chosen[0][0].number and src.score < self.min_extra_score)
-            ):
-                continue
-            chosen.append((src, sent))
-            per_source[src.number] = per_source.get(src.number, 0) + 1
-        if _NUMERIC_Q.search(question) and not any(numbers(sent) for _, sent in chosen):
-            # A numeric question answered without a number: lead with the sentence that has it.
-            evidence = self.numeric_evidence(question, sources, ranked)
-            if evidence is not None:
-                chosen = [evidence, *chosen][: self.max_sentences]
-        parts = []
-        for src, sent in chosen:
-            body = sent.rstrip()
-            end = body[-1] if body[-1] in ".!?" else "."
-            body = body[:-1] if body[-1] in ".!?" else body
-            parts.append(f"{body} [{src.number}]{end}")
-        return " ".join(parts)
+        return quote(chosen)
 
     def generate(self, question: str, sources: list[Source]) -> str:
         return self.compose(question, sources)
