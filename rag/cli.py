@@ -159,7 +159,7 @@ def ingest(
     def go() -> Any:
         from rag.errors import ConfigError
 
-        if paths is not None and any(not p.strip() for p in paths):  # "" would mean "."
+        if paths is not None and any(not str(p).strip() for p in paths):  # "" would mean "."
             raise ConfigError(
                 "an empty path was given; name a file or directory to ingest (`.` for the "
                 "current directory)"

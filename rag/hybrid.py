@@ -176,7 +176,9 @@ class HybridRetriever(Retriever):
             return False
         try:
             meta = json.loads(manifest.read_text())
-            if not isinstance(meta, dict) or not _state_of(meta.get("state")):
+            if not isinstance(meta, dict):
+                raise ValueError(f"the manifest is a {type(meta).__name__}, not an object")
+            if not _state_of(meta.get("state")):
                 raise ValueError(f"manifest state {str(meta.get('state'))[:80]!r} is malformed")
             if tuple(meta["state"]) != state:
                 return False

@@ -32,7 +32,7 @@ from rag.types import Paper
 RAG = str(Path(sys.executable).with_name("rag"))
 DUMP = CORPUS / "000_fed507252a3b44d8.txt"
 PAPERS = load_corpus([CORPUS]).papers
-NEW = PAPERS[:60]  # good records the cases carry (NEW[0:3] open the first dump)
+NEW = PAPERS[:70]  # good records the cases carry (NEW[0:3] open the first dump)
 STORED = PAPERS[-20:]  # already in the store before each case
 CUT = load_corpus([DUMP]).papers[2]  # the entry the cut dumps stop inside
 CUT_LINE = DUMP.read_text()[: DUMP.read_text().index(CUT.title)].count("\n") + 1
@@ -147,6 +147,28 @@ def bad_files_beside_good_ones(folder: Path) -> Path:
         + unquoted_row(NEW[55])
     )
     (root / "g_dots.jsonl").write_text(line(56, title="." * 260))
+    return root
+
+
+def utf16_files(folder: Path) -> Path:
+    """UTF-16 with a byte-order mark, as Windows editors save "Unicode" text: read as text."""
+    root = folder / "utf16"
+    root.mkdir()
+    rows = [[NEW[p].title, NEW[p].abstract] for p in (64, 65)]
+    (root / "ah.csv").write_bytes(csv_text(["title", "abstract"], rows, "\r\n").encode("utf-16"))
+    (root / "ai.jsonl").write_bytes(b"\xfe\xff" + line(66).encode("utf-16-be"))
+    dump = f"{NEW[67].title}\n{NEW[67].abstract}\n"
+    (root / "aj.txt").write_bytes(b"\xff\xfe" + dump.encode("utf-16-le"))
+    return root
+
+
+def unreadable_encodings(folder: Path) -> Path:
+    """UTF-16 without a byte-order mark and UTF-32: named, not called binary."""
+    root = folder / "encodings"
+    root.mkdir()
+    (root / "ak.jsonl").write_bytes((DATA / "utf16-no-bom.jsonl").read_bytes())
+    (root / "al.jsonl").write_bytes(line(68).encode("utf-32"))
+    (root / "am.jsonl").write_text(line(69))
     return root
 
 
@@ -440,6 +462,43 @@ CASES: dict[str, Case] = {
         ),
         [("ac.csv", 2, "a quote closes in the middle of a cell")],
         [NEW[44].title, NEW[45].title],
+    ),
+    "nan-and-infinity": Case(  # JSON's NaN/Infinity and pandas' "nan" were stored as text
+        write("an.jsonl", line(60) + fixture("nan-infinity.jsonl") + line(61)),
+        [
+            ("an.jsonl", 2, "'title' is NaN (a number, not text); give the title as text"),
+            ("an.jsonl", 3, "'abstract' is Infinity (a number, not text)"),
+            ("an.jsonl", 4, "'title' is 'nan', a missing value written as text"),
+            ("an.jsonl", 5, "'id' of 'A record whose id is NaN' is a float; give a string"),
+        ],
+        [NEW[60].title, NEW[61].title],
+    ),
+    "invisible-only-text": Case(
+        write("ao.jsonl", line(62) + fixture("invisible.jsonl") + line(63)),
+        [
+            ("ao.jsonl", 2, "'title' has no visible characters (only U+200C, U+200D, U+2060)"),
+            ("ao.jsonl", 3, "'abstract' has no visible characters (only U+00AD, U+2800, U+3164)"),
+        ],
+        [NEW[62].title, NEW[63].title],
+    ),
+    "utf16-with-byte-order-mark": Case(
+        utf16_files, [], [NEW[64].title, NEW[65].title, NEW[66].title, NEW[67].title]
+    ),
+    "utf16-without-mark-and-utf32": Case(
+        unreadable_encodings,
+        [
+            (
+                "ak.jsonl",
+                None,
+                "looks like UTF-16 text without a byte-order mark; re-save it as UTF-8",
+            ),
+            ("al.jsonl", None, "this file is UTF-32 text; re-save it as UTF-8"),
+        ],
+        [NEW[69].title],
+    ),
+    "csv-duplicate-header": Case(  # was "… has no abstract"
+        lambda folder: write("ap.csv", fixture("duplicate-header.csv"))(folder),
+        [("ap.csv", 1, "duplicate column 'abstract' in the header; rename or remove one of them")],
     ),
     "one-megabyte-id": Case(
         lambda folder: write("ad.jsonl", line(46) + line(47, id="x" * 1_000_000) + line(48))(
