@@ -27,8 +27,16 @@ from functools import lru_cache
 from importlib import resources
 
 from rag.prompts import CANNOT_ANSWER, evidence_text
-from rag.question import QuestionInfo, analyse, names_found, names_named, new_names, question_names
-from rag.text import idf_weights, number_values, numbers, split_sentences, terms
+from rag.question import (
+    QuestionInfo,
+    analyse,
+    names_found,
+    names_named,
+    new_names,
+    quantities,
+    question_names,
+)
+from rag.text import idf_weights, number_values, split_sentences, terms
 from rag.types import Source
 
 __all__ = ["FEATURES", "ExtractiveBackend", "Model", "names_found", "question_names"]
@@ -120,7 +128,7 @@ def candidates(question: str, sources: list[Source]) -> list[Candidate]:
         numbers_agree = len(info.numbers & src_numbers) / len(info.numbers) if info.numbers else 1.0
         for position, sent in enumerate(sents):
             sent_terms = set(terms(sent))
-            has_number = bool(numbers(sent))
+            has_number = bool(quantities(sent, info))
             wants_number = info.answer_type == "number"
             lexical = sum(idf.get(t, default) for t in info.terms & sent_terms) / total
             coverage = sum(idf.get(t, default) for t in info.terms & (sent_terms | title_terms))

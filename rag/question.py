@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from rag.text import entities, is_acronym_of, number_values, terms
+from rag.text import entities, is_acronym_of, number_values, numbers, terms
 from rag.types import Source
 
 # Generic measurement nouns: a question asking "what <measure> ..." expects a number.
@@ -37,6 +37,9 @@ _LIST_Q = re.compile(
     r"|\bpapers (?:that|which|on|about)\b|\bcompare\b|\bboth\b",
     re.I,
 )
+_YEAR_Q = re.compile(r"\b(?:which|what) year\b|\bwhen (?:was|were|did)\b|\bin what year\b", re.I)
+# A reference or a year is not a quantity: "(Smith et al., 2019)", "in 2021".
+_CITED = re.compile(r"\([^()]*\bet al\.?[^()]*\)|\b(?:19|20)\d\d[a-z]?\b")
 _PERSON_Q = re.compile(r"\bwho\b|\bauthors?\b|\bwritten by\b", re.I)
 _WHICH_Q = re.compile(r"^\s*(?:which|what)\s+([A-Za-z][\w\-]*)\b", re.I)
 _MEASURED = re.compile(
@@ -145,6 +148,7 @@ class QuestionInfo:
     measured: frozenset[str]  # stemmed: what a numeric question counts ("how many heads")
     head: str | None  # stemmed: what a which/what question asks for
     terms: frozenset[str]
+    asks_year: bool  # "which year", "when was": a year is the answer, not a citation's date
 
 
 @lru_cache(maxsize=1024)
@@ -169,7 +173,13 @@ def analyse(question: str) -> QuestionInfo:
         measured=frozenset(measured),
         head=head,
         terms=frozenset(terms(question)),
+        asks_year=bool(_YEAR_Q.search(question)),
     )
+
+
+def quantities(sentence: str, info: QuestionInfo) -> set[str]:
+    """The numbers a sentence offers as an answer: references and years only to year questions."""
+    return numbers(sentence if info.asks_year else _CITED.sub(" ", sentence))
 
 
 def question_names(question: str) -> set[str]:
