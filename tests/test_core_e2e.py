@@ -36,11 +36,6 @@ QUESTIONS = [
         "Multi-Particle Dynamic System",
         "Strang-Marchuk",
     ),
-    (
-        "Which cryptocurrencies are predicted with a Performer and BiLSTM?",
-        "Cryptocurrency",
-        "Bitcoin",
-    ),
     ("What does FuseGPT do with pruned transformer blocks?", "FuseGPT", "recycle"),
     (
         "Which languages does the cross-lingual named entity corpus for Slavic languages annotate?",
