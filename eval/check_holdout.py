@@ -204,14 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         if by_type[t] < MINIMUMS[t]:
             problems.append(f"only {by_type[t]} {t} questions (< {MINIMUMS[t]})")
     if len(gold_used) < MINIMUMS["distinct_gold"]:
-        problems.append(f"only {len(gold_used)} distinct gold papers (< {MINIMUMS['distinct_gold']})")
+        problems.append(
+            f"only {len(gold_used)} distinct gold papers (< {MINIMUMS['distinct_gold']})"
+        )
     if share < MIN_PARAPHRASED:
         problems.append(f"only {share:.0%} of answerable questions are paraphrased (< 50%)")
 
     print(f"corpus: {len(papers)} unique papers in {len(list(args.corpus.glob('*.txt')))} files")
     print(f"holdout: {args.holdout}")
-    print(f"questions: {len(valid)}  distinct gold papers: {len(gold_used)}"
-          f" ({len(shared_gold)} also gold in questions.jsonl)")
+    print(
+        f"questions: {len(valid)}  distinct gold papers: {len(gold_used)}"
+        f" ({len(shared_gold)} also gold in questions.jsonl)"
+    )
     for t in TYPES:
         print(f"  {t:<14}{by_type[t]:>4}")
     print(f"paraphrased: {para}/{len(answerable)} answerable ({share:.0%})")

@@ -335,6 +335,7 @@ class Assistant:
             fallback=self.extractive,
             verifier=self.verifier,
             parse_filters=parse_filters,
+            excerpts=self.excerpts,
         )
 
 

@@ -13,6 +13,7 @@ answer with a notice naming the failure.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,11 +26,30 @@ from rag.errors import LLMError
 from rag.prompts import CANNOT_ANSWER
 from rag.retrieve import Filters
 from rag.settings import Settings
-from rag.text import split_sentences
+from rag.text import citations, split_sentences, strip_citations
 from rag.types import Answer, Sentence, Source
 from rag.verify import Verifier, render
 
 log = logging.getLogger(__name__)
+
+# Where one sentence holds several claims: "; ", ", and ", ", while ", ", which ", ", " …
+_CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while|whereas|which|and\s+it)\s+|,\s+|\s+while\s+")
+
+
+# A clause that opens with a pronoun or relative word depends on the clause before it.
+_LEANS_BACK = re.compile(
+    r"(?:it|its|they|their|them|this|these|those|that|which|who|whose|he|she|both|each)\b", re.I
+)
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+(?:[.,][0-9]+)*", text.lower()))
+
+
+def _all_sentences(question: str, sources: list[Source], budget: int) -> list[Any]:
+    from rag.evidence import Excerpt, source_sentences
+
+    return [Excerpt(s.number, s.title, tuple(source_sentences(s))) for s in sources]
 
 
 @dataclass
@@ -40,6 +60,8 @@ class Pipeline:
     fallback: Backend  # the extractive backend
     verifier: Verifier
     parse_filters: Callable[[str], Filters | None]
+    # The excerpts a chat model was shown (rag.evidence.select); None: the sources' sentences.
+    excerpts: Callable[[str, list[Source], int], list[Any]] | None = None
 
     def run(
         self,
@@ -97,7 +119,7 @@ class Pipeline:
                 if stream
                 else iter([backend.generate(standalone, sources)])
             )
-            for shown in self._verified(pieces, sources, kept, timings, t):
+            for shown in self._verified(pieces, standalone, sources, kept, timings, t):
                 if stream:
                     yield shown
         except LLMError as exc:
@@ -110,7 +132,7 @@ class Pipeline:
                 yield "\n\n"
             kept = []
             raw = backend.generate(standalone, sources)
-            for shown in self._verified(iter([raw]), sources, kept, timings, t):
+            for shown in self._verified(iter([raw]), standalone, sources, kept, timings, t):
                 if stream:
                     yield shown
         timings["answer"] = time.perf_counter() - t - timings.get("verify", 0.0)
@@ -127,6 +149,7 @@ class Pipeline:
     def _verified(
         self,
         pieces: Iterator[str],
+        question: str,
         sources: list[Source],
         kept: list[Sentence],
         timings: dict[str, float],
@@ -140,6 +163,8 @@ class Pipeline:
         def judge(sentence: str) -> Iterator[str]:
             t = time.perf_counter()
             _text, judged = self.verifier.verify(sentence, sources)
+            if not any(s.supported for s in judged):
+                judged = self.salvage(sentence, question, sources) or judged
             timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - t
             for s in judged:
                 if "first_text" not in timings:
@@ -150,11 +175,62 @@ class Pipeline:
         for piece in pieces:
             buffer += piece
             sentences = split_sentences(buffer)
-            while done < len(sentences) - 1:
+            complete = len(sentences) - 1
+            # "… tokens. [1" : a citation still arriving belongs to the sentence before it
+            # (split_sentences attaches it once it is closed), so that sentence waits for it.
+            if complete > 0 and re.fullmatch(r"[\[\]\d\s,;]*", sentences[-1]):
+                complete -= 1
+            while done < complete:
                 yield from judge(sentences[done])
                 done += 1
         for sentence in split_sentences(buffer)[done:]:
             yield from judge(sentence)
+
+    def salvage(self, sentence: str, question: str, sources: list[Source]) -> list[Sentence]:
+        """What of a sentence the verifier rejected as a whole can still be shown, checked.
+
+        A short answer ("sigmaReparam [1]") is too short to be judged on its own, so it stands
+        only if it is written word for word in a sentence of a source that was picked as bearing
+        on the question. A long sentence that mixes a supported clause with an unsupported one
+        (a number taken from another source, say) keeps each clause the verifier supports.
+        """
+        claim = strip_citations(sentence).strip().rstrip(".!?")
+        by_number = {s.number: s for s in sources}
+        cited = [n for n in citations(sentence) if n in by_number]
+        if not re.search(r"[A-Za-z0-9]", claim):
+            return []
+        if len(claim.split()) < 3:
+            needle = _norm(claim)
+            select = self.excerpts or _all_sentences
+            for excerpt in select(question, sources, self.settings.context_tokens):
+                if cited and excerpt.number not in cited:
+                    continue
+                for shown in excerpt.sentences:
+                    if needle and f" {needle} " in f" {_norm(shown)} ":
+                        return [
+                            Sentence(
+                                text=claim,
+                                citations=[excerpt.number],
+                                supported=True,
+                                support=shown,
+                                support_source=excerpt.number,
+                            )
+                        ]
+            return []
+        clauses = [c.strip() for c in _CLAUSE.split(claim) if c and len(c.split()) >= 3]
+        if len(clauses) < 2:
+            return []
+        marks = "".join(f"[{n}]" for n in cited)
+        kept: list[Sentence] = []
+        previous_kept = False
+        for clause in clauses:
+            if _LEANS_BACK.match(clause) and not previous_kept:
+                continue  # "it reports 84%" means nothing true once what "it" was is dropped
+            _text, judged = self.verifier.verify(f"{clause} {marks}.", sources)
+            supported = [s for s in judged if s.supported]
+            kept += supported
+            previous_kept = bool(supported)
+        return kept
 
     def evidence_ok(self, question: str, sources: list[Source]) -> bool:
         """Worth answering: the best source is close enough, or names all the question names."""

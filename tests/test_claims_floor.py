@@ -1,10 +1,10 @@
 """The citation verifier on the labelled claim set (eval/data/claims.jsonl), with the real MiniLM.
 
 Floors under the figures measured (docs/verification.md). The judge's model is fitted on the dev
-half (python -m eval.fit_judge), so dev is held near its in-sample figure and test, never fitted
-on, to the figure it reached when held out (precision 1.000 at recall 0.510): precision is what the
-fitted threshold buys, recall is the open gap. A change that makes the judge worse fails here; one
-that makes it better should raise the floors.
+half (python -m eval.fit_judge) and its threshold (0.60) is where dev-CV recall reaches 0.85, so
+dev is held near its in-sample figure (0.957 / 0.880) and test, never fitted on, to the figure it
+reached when held out (0.804 / 0.837): held-out precision is the open gap (target 0.95). A change
+that makes the judge worse fails here; one that makes it better should raise the floors.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from rag.embeddings import SentenceEmbedding
 from rag.verify import Verifier
 
 FLOORS = {  # split: (precision, recall) of "supported"
-    "dev": (0.95, 0.50),
-    "test": (0.95, 0.45),
+    "dev": (0.93, 0.85),
+    "test": (0.78, 0.80),
 }
 ALWAYS_CAUGHT = ("number_changed", "wrong_source", "wrong_paper_same_topic")
 

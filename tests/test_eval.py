@@ -253,6 +253,12 @@ class StubAssistant:
     def ask(self, question: str) -> Answer:
         return self.answers[question]
 
+    def ask_stream(self, question: str) -> Any:
+        answer = self.answers[question]
+        if not answer.abstained:
+            yield answer.text
+        yield answer
+
 
 LRA_TEXT = (
     "Our benchmark is a suite of tasks consisting of sequences ranging from 1K to 16K tokens."

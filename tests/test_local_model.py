@@ -91,7 +91,7 @@ def test_chat_messages_plain_prompt_no_refusal_offered(tmp_path: Path) -> None:
     assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
     user = messages[1]["content"]
     assert CANNOT_ANSWER not in user and CANNOT_ANSWER not in SYSTEM_PROMPT
-    assert user.endswith(f"Question: {LRA_Q}")
+    assert f"Question: {LRA_Q}" in user
     assert "[1] Long Range Arena: A Benchmark for Efficient Transformers\n" in user
     assert "HACKED" not in user and "</source>" not in user.lower()
     assert llama.calls[0]["max_tokens"] == backend.settings.llm_max_tokens

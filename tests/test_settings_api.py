@@ -41,6 +41,8 @@ def test_public_api_is_exactly_all() -> None:
         "records",
         "loaders",
         "injection",
+        "question",
+        "judge",
     }
     assert public - modules == set(rag.__all__)
     for name in rag.__all__:
