@@ -47,7 +47,7 @@ def test_flag_policy_keeps_unsupported_sentences_visibly(
     real_assistant: Assistant, fake_llm
 ) -> None:
     fake_llm.reply = lambda m: (
-        "LRA covers 1K to 16K tokens [1]. It runs on 12 quantum computers [1]."
+        "Long Range Arena covers sequences ranging from 1K to 16K tokens [1]. It runs on 12 quantum computers [1]."
     )
     answer = _assistant(real_assistant, fake_llm.base_url, unsupported="flag").ask(Q)
     flagged = [s for s in answer.sentences if not s.supported]
