@@ -22,7 +22,7 @@ from rag.errors import CorpusError
 
 DEFAULT_DATASET = Path(__file__).resolve().parent / "data" / "questions.jsonl"
 TYPES = ("factoid", "explain", "multi", "unanswerable")
-SPLITS = ("dev", "test")
+SPLITS = ("dev", "test", "holdout")  # holdout: eval/data/holdout.jsonl, frozen
 
 
 class DatasetError(CorpusError):
@@ -36,7 +36,7 @@ class Question(BaseModel):
     gold_titles: list[str]
     must_contain: list[str]
     evidence: list[str] = []
-    split: Literal["dev", "test"]
+    split: Literal["dev", "test", "holdout"]
     paraphrased: bool = False
     note: str = ""
     line: int = 0
@@ -97,7 +97,7 @@ def load_questions(path: Path | str | None = None) -> list[Question]:
                 where = ".".join(str(p) for p in first["loc"]) or "row"
                 raise DatasetError(
                     f"'{where}': {first['msg']}; fix the field (keys: id, question, type "
-                    f"{'|'.join(TYPES)}, gold_titles, must_contain, evidence, split dev|test)",
+                    f"{'|'.join(TYPES)}, gold_titles, must_contain, evidence, split dev|test|holdout)",
                     file=str(path),
                     line=number,
                 ) from None
@@ -122,10 +122,10 @@ def load_questions(path: Path | str | None = None) -> list[Question]:
 def select(
     rows: Iterable[Question], split: str | None = None, limit: int | None = None
 ) -> list[Question]:
-    """Keep one split (dev | test | all/None), then the first `limit` rows."""
+    """Keep one split (dev | test | holdout | all/None), then the first `limit` rows."""
     split = (split or "all").lower()
     if split not in (*SPLITS, "all"):
-        raise DatasetError(f"unknown split '{split}'; use dev, test or all")
+        raise DatasetError(f"unknown split '{split}'; use dev, test, holdout or all")
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit must be at least 1 (got {limit})")
     chosen = [q for q in rows if split == "all" or q.split == split]

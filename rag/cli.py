@@ -344,7 +344,12 @@ def eval_cmd(
         Path | None, typer.Option(help="Questions JSONL (default: the bundled set).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
-    split: Annotated[str | None, typer.Option(help="dev | test | all (default all).")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="dev | test | holdout (with --dataset eval/data/holdout.jsonl) | all (default all)."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default eval/runs/<time>).")
     ] = None,
