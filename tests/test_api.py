@@ -304,7 +304,9 @@ def test_model_selects_the_backend(api_assistant: Assistant, fake_llm: Any) -> N
     fake_llm.reply = answer_reply(
         "Long Range Arena covers sequences ranging from 1K to 16K tokens [1]."
     )
-    configured = sibling(api_assistant, llm="openai", llm_base_url=fake_llm.base_url, llm_max_retries=0)
+    configured = sibling(
+        api_assistant, llm="openai", llm_base_url=fake_llm.base_url, llm_max_retries=0
+    )
     with serving(configured) as url:
         ids = [m.id for m in client(url).models.list()]
         assert ids == ["rag-extractive", "rag-gpt-4o-mini"]
@@ -335,7 +337,11 @@ def test_concurrent_requests_are_answered_in_parallel(
 
     fake_llm.reply = reply
     configured = sibling(
-        api_assistant, llm="openai", llm_base_url=fake_llm.base_url, llm_max_retries=0, llm_timeout=120
+        api_assistant,
+        llm="openai",
+        llm_base_url=fake_llm.base_url,
+        llm_max_retries=0,
+        llm_timeout=120,
     )
     with serving(configured) as url:
         results: list[Any] = []

@@ -574,7 +574,11 @@ def test_eval_with_an_llm_reports_both_judges(
 
     fake_llm.reply = reply
     settings = Settings(
-        _env_file=None, data_dir=store_copy, llm_base_url=fake_llm.base_url, llm_max_retries=0
+        _env_file=None,
+        data_dir=store_copy,
+        llm="openai",
+        llm_base_url=fake_llm.base_url,
+        llm_max_retries=0,
     )
     dataset = write_rows(tmp_path / "q.jsonl", [ROW, UNANSWERABLE])
     out = main(
