@@ -287,6 +287,15 @@ def report_html(report: IngestReport, names: Mapping[str, str] | None = None) ->
         f" ({report.chunk_counts})</div>",
         f'<div class="rag-counts">{cells}</div>',
     ]
+    if report.replaced:  # a known id now holds another paper: say so, both titles
+        shown = report.replaced[:FAILURES_SHOWN]
+        rows = "".join(f"<li>{esc(safe_reason(str(r)))}</li>" for r in shown)
+        more = len(report.replaced) - len(shown)
+        out.append(
+            f'<div class="rag-replaced">Replaced ({len(report.replaced)}): <ul>{rows}</ul>'
+            + (f"<div>… and {more} more</div>" if more > 0 else "")
+            + "</div>"
+        )
     if report.failed:
         items, per_file, hidden = [], Counter[str](), Counter[str]()
         for failure in report.failed:
