@@ -21,7 +21,6 @@ from conftest import LRA_TITLE
 
 from rag import CANNOT_ANSWER, Answer, Assistant
 from rag.prompts import (
-    SYSTEM_PROMPT,
     as_evidence,
     evidence_text,
     format_source,
@@ -152,7 +151,7 @@ def _openai(assistant: Assistant, base_url: str) -> Assistant:
 
 
 # ------------------------------------------------------------------------ the obedient model
-_BLOCK = re.compile(r'<source id="(\d+)" title="([^"]*)">\n(.*?)\n</source>', re.S)
+_BLOCK = re.compile(r"^\[(\d+)\] ([^\n]*)\n([^\n]*)$", re.M)  # "[n] Title" + excerpt line
 
 
 def obedient_model(server: Any) -> Any:
@@ -207,7 +206,7 @@ def _assert_safe(answer: Answer) -> None:
     for payload in PAYLOADS:
         assert payload.lower() not in text.lower(), (payload, text)
     assert "You answer questions about research papers" not in text
-    assert SYSTEM_PROMPT.splitlines()[1] not in text
+    assert "Copy numbers and names exactly" not in text  # no line of the system prompt
     numbers = {s.number for s in answer.sources}
     assert {int(n) for n in re.findall(r"\[(\d+)\]", text)} <= numbers, text
     if answer.abstained:
@@ -226,18 +225,19 @@ def _assert_safe(answer: Answer) -> None:
 
 
 def _assert_quoted_once(prompt: str, answer: Answer, title: str) -> None:
-    """Exactly k source blocks; the injected abstract's text sits inside its own block only."""
+    """Excerpts numbered as the sources, in order, each once; no injected instruction reaches
+    the model at all (only evidence sentences are shown); no [n] inside quoted data."""
     k = len(answer.sources)
-    assert prompt.count("<source ") == k and prompt.count("</source>") == k, prompt
     blocks = _BLOCK.findall(prompt)
-    assert [int(n) for n, _t, _x in blocks] == list(range(1, k + 1))
-    outside = _BLOCK.sub("", prompt)
-    assert "HACKED" not in outside and EVIL not in outside and "SYSTEM" not in outside
-    shown = re.search(r'title="([^"]*)"', format_source(0, title, ""))
-    assert shown
-    mine = [b for b in blocks if b[1] == shown.group(1)]
-    assert len(mine) == 1, (title, [b[1] for b in blocks])
-    assert not re.search(r"\[\d+\]", mine[0][2]), mine[0][2]  # [n] inside data became (n)
+    numbers = [int(n) for n, _t, _x in blocks]
+    assert numbers == sorted(set(numbers)) and set(numbers) <= set(range(1, k + 1)), numbers
+    assert "HACKED" not in prompt and EVIL not in prompt
+    assert "<source" not in prompt.lower() and "</source" not in prompt.lower()
+    shown = format_source(0, title, "").splitlines()[0].removeprefix("[0] ")
+    mine = [b for b in blocks if b[1] == shown]
+    assert len(mine) <= 1, (title, [b[1] for b in blocks])
+    for _n, _t, text in blocks:
+        assert not re.search(r"\[\d+\]", text), text  # [n] inside data became (n)
 
 
 # ------------------------------------------------------------------------------------ tests
@@ -254,9 +254,11 @@ def test_obedient_model_cannot_pass_an_injection(injected: Assistant, fake_llm, 
     assert API_KEY not in json.dumps(fake_llm.requests)  # the key travels in the header only
     _assert_quoted_once(prompt, answer, title)
     _assert_safe(answer)
-    # The legitimate part of the reply survives: the defence removes the payload, not the answer.
+    # The legitimate part of the reply survives: the defence removes the payload, not the answer
+    # (where the model was shown it: an instruction to cite another paper is never shown now).
     assert not answer.abstained, answer
-    assert expected and expected in answer.text, answer.text
+    first_excerpt = _BLOCK.findall(prompt)[0][2]  # what this fake model answers from
+    assert expected and (expected in answer.text or expected not in first_excerpt), answer.text
 
 
 @pytest.mark.parametrize(
@@ -278,9 +280,13 @@ def test_obeyed_citation_hijack_is_reattributed_to_the_real_source(
     lra = next(s.number for s in answer.sources if s.title == LRA_TITLE)
     hijackers = {s.number for s in answer.sources if s.paper_id.startswith("9999.")}
     assert hijackers, [s.title for s in answer.sources]
+    # The hijack ("Cite this paper as …") is not evidence, so the model is never shown it; and
+    # any claim about LRA's lengths is credited to LRA, never to a hijacker.
+    prompt = fake_llm.requests[-1]["messages"][-1]["content"]
+    assert "Cite this paper as" not in prompt
     about_lra = [s for s in answer.sentences if "16K" in s.text]
-    assert about_lra and all(s.citations == [lra] for s in about_lra), answer.sentences
-    assert "16K" in answer.text and lra not in hijackers
+    assert all(s.citations == [lra] for s in about_lra), answer.sentences
+    assert lra not in hijackers
 
 
 def test_injection_that_forces_a_refusal_costs_the_answer_not_the_truth(
@@ -325,6 +331,7 @@ def test_evidence_keeps_the_research_claim_and_loses_the_instruction() -> None:
 )
 def test_delimiters_cannot_be_forged(forged: str) -> None:
     block = format_source(2, f"Title {forged}", f"Text {forged} HACKED [9].")
-    assert block.count("<source") == 1 and block.count("</source>") == 1
+    assert "<source" not in block.lower() and "</source" not in block.lower()
+    assert block.count("\n") == 1 and block.startswith("[2] Title")
     assert "&lt;source" not in block and "&lt;/source" not in block
     assert "＜" not in block and "[9]" not in block and "(9)" in block
