@@ -568,8 +568,8 @@ def test_eval_with_an_llm_reports_both_judges(
         prompt = messages[-1]["content"]
         if "Supported:" in prompt:
             return judge_reply(messages)
-        first = re.search(r'<source id="1" title="[^"]*">\n(.*?)\n</source>', prompt, re.S)
-        sentence = re.split(r"(?<=\.)\s", first.group(1))[0] if first else ""  # type: ignore[union-attr]
+        first = re.search(r"^\[1\] [^\n]*\n([^\n]*)$", prompt, re.M)  # excerpt 1's text
+        sentence = re.split(r"(?<=\.)\s", first.group(1))[0] if first else ""
         return f"{sentence} [1]" if sentence else CANNOT_ANSWER
 
     fake_llm.reply = reply
