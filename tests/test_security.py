@@ -107,7 +107,7 @@ def test_api_key_never_in_cli_output(real_store_dir: Path, fake_llm: Any, tmp_pa
     env = {"RAG_DATA_DIR": str(real_store_dir), "RAG_LLM_TIMEOUT": "3"}
     outputs = []
     for name in ("OPENAI_API_KEY", "RAG_OPENAI_API_KEY"):
-        keyed = {**env, name: KEY, "RAG_LLM_BASE_URL": fake_llm.base_url}
+        keyed = {**env, name: KEY, "RAG_LLM": "openai", "RAG_LLM_BASE_URL": fake_llm.base_url}
         info = cli("info", **keyed)
         info_json = cli("info", "--json", **keyed)
         ask = cli("--verbose", "ask", Q, "--json", **keyed)
@@ -121,6 +121,7 @@ def test_api_key_never_in_cli_output(real_store_dir: Path, fake_llm: Any, tmp_pa
         Q,
         **env,
         OPENAI_API_KEY=KEY,
+        RAG_LLM="openai",
         RAG_LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
     )
     bad = cli("ask", "", **env, OPENAI_API_KEY=KEY)
@@ -205,6 +206,7 @@ def test_api_key_never_in_eval_reports(real_store_dir: Path, fake_llm: Any, tmp_
         str(out),
         RAG_DATA_DIR=str(data_dir),
         OPENAI_API_KEY=KEY,
+        RAG_LLM="openai",
         RAG_LLM_BASE_URL=fake_llm.base_url,
         RAG_LLM_TIMEOUT="3",
         RAG_LLM_MAX_RETRIES="0",
