@@ -19,7 +19,7 @@ import html
 import json
 import os
 import re
-import select
+import selectors
 import shutil
 import socket
 import stat
@@ -95,11 +95,16 @@ def raw_request(
     response bytes, body bytes sent). Stops sending as soon as the server has replied."""
     host, port = base.removeprefix("http://").split(":")
     sent = 0
-    with socket.create_connection((host, int(port)), timeout=60) as sock:
+    # selectors (epoll), not select.select: late in the full suite this process holds more than
+    # 1024 descriptors, past what select() can watch.
+    with (
+        socket.create_connection((host, int(port)), timeout=60) as sock,
+        selectors.DefaultSelector() as watch,
+    ):
+        watch.register(sock, selectors.EVENT_READ)
         sock.sendall(head)
         for chunk in body_chunks or ():
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
+            if watch.select(0):
                 break
             try:
                 sock.sendall(chunk)
