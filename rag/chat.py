@@ -20,7 +20,7 @@ from typing import Any
 
 from rag.chunking import count_tiktoken, truncate_tokens
 from rag.prompts import CANNOT_ANSWER, CONDENSE_PROMPT, is_refusal
-from rag.text import entities
+from rag.text import AUXILIARIES, QUESTION_WORDS, entities
 
 log = logging.getLogger(__name__)
 
@@ -40,43 +40,12 @@ _REFERENCE = re.compile(
 )
 _ASKS_FOR_A_PAPER = re.compile(rf"^\s*(?:which|what)\s+(?:{_NOUNS})s?\b", re.I)
 _REFERENCE_ONLY_SHORT = re.compile(r"\b(?:this|that|these|those|same|former|latter)\b", re.I)
-_QUESTION_WORDS = frozenset(
-    [
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "how",
-        "does",
-        "do",
-        "did",
-        "is",
-        "are",
-        "was",
-        "were",
-        "can",
-        "could",
-        "should",
-        "would",
-        "will",
-        "has",
-        "have",
-        "had",
-        "tell",
-        "give",
-        "list",
-        "name",
-        "show",
-        "explain",
-        "describe",
-        "compare",
-        "summarize",
-    ]
+# What a question or request opens with: never the start of a name, even in capitals ("WHAT is").
+# Local addition to the shared sets: the imperatives that open a request ("Tell me about ...").
+_REQUEST_VERBS = frozenset(
+    ["tell", "give", "list", "name", "show", "explain", "describe", "compare", "summarize"]
 )
+_QUESTION_WORDS = QUESTION_WORDS | AUXILIARIES | _REQUEST_VERBS
 _NAME_JOINERS = frozenset({"of", "de", "von"})  # "Mixture of Experts"
 _TAGS = re.compile(r"<[^>]{1,200}>")
 

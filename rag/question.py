@@ -17,7 +17,16 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from rag.text import entities, is_acronym_of, number_values, numbers, terms
+from rag.text import (
+    AUXILIARIES,
+    PRONOUNS,
+    QUESTION_WORDS,
+    entities,
+    is_acronym_of,
+    number_values,
+    numbers,
+    terms,
+)
 from rag.types import Source
 
 # Generic measurement nouns: a question asking "what <measure> ..." expects a number.
@@ -54,83 +63,38 @@ _SHARE_OF = re.compile(
     re.I,
 )
 _METRIC = re.compile(rf"\b(?:what|which)\s+((?:[\w\-]+\s+){{0,2}}?(?:{MEASURES})s?)\b", re.I)
-# Function words and question words: never names, even when capitalised.
-_NOT_NAMES = frozenset(
-    [
-        "what",
-        "which",
-        "how",
-        "who",
-        "when",
-        "where",
-        "why",
-        "does",
-        "do",
-        "did",
-        "is",
-        "are",
-        "was",
-        "were",
-        "the",
-        "in",
-        "on",
-        "for",
-        "according",
-        "can",
-        "could",
-        "should",
-        "would",
-        "will",
-        "a",
-        "an",
-        "and",
-        "or",
-        "of",
-        "to",
-        "with",
-        "from",
-        "by",
-        "as",
-        "at",
-        "this",
-        "that",
-        "these",
-        "those",
-        "it",
-        "its",
-        "their",
-        "there",
-        "paper",
-        "papers",
-        "corpus",
-    ]
+# Question words, auxiliaries, pronouns and function words: never names, even when capitalised.
+_NOT_NAMES = (
+    QUESTION_WORDS
+    | AUXILIARIES
+    | PRONOUNS
+    | frozenset(
+        [
+            "the",
+            "a",
+            "an",
+            "and",
+            "or",
+            "of",
+            "to",
+            "in",
+            "on",
+            "for",
+            "with",
+            "from",
+            "by",
+            "as",
+            "at",
+            "there",
+            "according",
+            "paper",
+            "papers",
+            "corpus",
+        ]
+    )
 )
 # Verbs and vague nouns that can follow which/what without being the thing asked for.
-_NOT_HEADS = frozenset(
-    [
-        "is",
-        "are",
-        "was",
-        "were",
-        "does",
-        "do",
-        "did",
-        "can",
-        "could",
-        "has",
-        "have",
-        "had",
-        "will",
-        "would",
-        "should",
-        "kind",
-        "type",
-        "sort",
-        "one",
-        "ones",
-        "way",
-    ]
-)
+_NOT_HEADS = AUXILIARIES | frozenset(["kind", "type", "sort", "one", "ones", "way"])
 _PREPOSITIONS = frozenset(
     ["without", "with", "of", "in", "on", "for", "from", "by", "at", "into", "per"]
 )

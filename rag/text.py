@@ -40,8 +40,38 @@ _ABBREV = {
 _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9\-']*|\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"(?<![A-Za-z])(\d+(?:[.,]\d+)*)(\s?(?:%|x|×|k|K|M|B|billion|million))?")
+# Interrogative words: what a question opens with, never a name or a content word.
+QUESTION_WORDS = frozenset(["what", "which", "who", "whom", "whose", "when", "where", "why", "how"])
+# Auxiliary verbs that open or carry a question ("does it", "how many layers has it").
+AUXILIARIES = frozenset(
+    [
+        "is",
+        "are",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "have",
+        "has",
+        "had",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+    ]
+)
+# Pronouns that point back at something named before ("does it", "their results", "this paper"):
+# they refer to a name, they never are one.
+PRONOUNS = frozenset(
+    ["it", "its", "it's", "they", "them", "their", "this", "that", "these", "those"]
+)
 STOPWORDS = frozenset(
     [
+        *QUESTION_WORDS,
+        *AUXILIARIES,
+        *PRONOUNS,
         "a",
         "an",
         "the",
@@ -66,40 +96,15 @@ STOPWORDS = frozenset(
         "under",
         "about",
         "as",
-        "is",
-        "are",
-        "was",
-        "were",
         "be",
         "been",
         "being",
-        "do",
-        "does",
-        "did",
         "doing",
-        "have",
-        "has",
-        "had",
         "having",
-        "can",
-        "could",
-        "should",
-        "would",
         "may",
         "might",
         "must",
-        "will",
         "shall",
-        "this",
-        "that",
-        "these",
-        "those",
-        "it",
-        "its",
-        "it's",
-        "they",
-        "them",
-        "their",
         "there",
         "here",
         "we",
@@ -113,15 +118,6 @@ STOPWORDS = frozenset(
         "i",
         "me",
         "my",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "how",
         "whether",
         "not",
         "no",
@@ -185,10 +181,7 @@ STOPWORDS = frozenset(
         "based",
         "new",
         "novel",
-        "does",
-        "do",
         "tell",
-        "me",
         "give",
         "list",
         "name",
