@@ -17,8 +17,18 @@ from typing import Any
 import pytest
 from conftest import LRA_TITLE, serving
 
-from rag import CANNOT_ANSWER, Answer, Assistant, IngestFailure, IngestReport, Sentence, Source
-from ui.render import answer_html, esc, highlight, report_html, sources_html
+from rag import (
+    CANNOT_ANSWER,
+    Answer,
+    Assistant,
+    IngestFailure,
+    IngestReport,
+    Sentence,
+    Settings,
+    Source,
+)
+from rag.verify import render
+from ui.render import answer_html, esc, highlight, report_html, sources_html, streaming_html
 
 LRA_QUESTION = "What range of sequence lengths does the Long Range Arena benchmark cover?"
 EVIL = "We sort gravel. <script>window.__pwned=1</script> The sorter reaches 93.4% purity."
@@ -98,6 +108,101 @@ def test_abstention_flags_and_notice_look_different() -> None:
     assert 'class="rag-notice"' in markup and "extractive answer instead" in markup
     assert "openai:gpt-4o-mini" in markup and "years: 2020–2024" in markup
     assert "author: Stone" in markup
+
+
+def _answer_text(markup: str) -> str:
+    body = re.search(r'<div class="rag-answer">(.*?)</div>', markup)
+    assert body, markup
+    return html.unescape(re.sub(r"<[^>]+>", "", body.group(1)))
+
+
+def _cite_tags(markup: str) -> list[str]:
+    return re.findall(r'<a class="rag-cite" href="[^"]*" data-turn="\d+" data-source="\d+"', markup)
+
+
+def test_streamed_text_is_shown_as_an_answer_with_a_neutral_chip() -> None:
+    """ask_stream yields verified sentences (rag/pipeline.py): shown in answer styling, [n] linked
+    as in the final answer, a neutral "answering…" chip, nothing that says it may be withdrawn."""
+    sentences = [
+        Sentence(text="Gravel is sorted <script>x</script>.", citations=[1, 2]),
+        Sentence(text="The sorter reaches 93.4% purity.", citations=[2]),
+    ]
+    streamed = "".join(render([s]) + " " for s in sentences)  # what the pipeline yields
+    markup = streaming_html(streamed, 3)
+    final = answer_html(
+        Answer(
+            question="q",
+            text=render(sentences),
+            sources=[_source(1), _source(2)],
+            sentences=sentences,
+        ),
+        3,
+    )
+    assert 'class="rag-msg rag-streaming"' in markup and 'class="rag-answer"' in markup
+    assert "answering…" in markup and '<span class="rag-chip">answering…</span>' in markup
+    for gone in ("rag-preview", "checking citations", "opacity", "unverified"):
+        assert gone not in markup
+    # The chip row is not the final answer's status line (browser tests count those as answers).
+    assert 'class="rag-status"' not in markup
+    # The citations are the final answer's links to the same source cards (untitled until the
+    # sources arrive), and the text reads the same.
+    assert _cite_tags(markup) == _cite_tags(final) and len(_cite_tags(markup)) == 3
+    assert 'href="#rag-t3-s2"' in markup
+    assert _answer_text(markup) == _answer_text(final)
+    assert _answer_text(markup).startswith("Gravel is sorted <script>x</script> [1][2].")
+    assert "<script>" not in markup and "<script>x</script>" in html.unescape(markup)
+
+    # Nothing streamed yet: a line saying so. A blank line (before the fallback answer after a
+    # model failure) must not end the message's HTML block in Markdown.
+    empty = streaming_html("", 1)
+    assert "Searching the papers…" in empty and "rag-answer" not in empty and "answering…" in empty
+    cut = streaming_html("Gravel is sorted [1]. \n\nThe sorter reaches 93.4% purity [1]. ", 1)
+    assert "\n" not in cut and "sorted <a" in cut and "</a>.<br><br>The sorter" in cut
+
+
+def test_the_chat_shows_each_streamed_sentence_then_the_final_answer(settings: Settings) -> None:
+    """The ask handler (ui/app.py `respond`) over a stand-in Assistant: a neutral placeholder, the
+    sentences as they come, then the final rendering and its sources panel replace them."""
+    from ui.app import build_ui
+
+    sentences = [
+        Sentence(
+            text="Gravel is sorted.", citations=[1], support="We sort gravel.", support_source=1
+        ),
+        Sentence(text="The sorter reaches 93.4% purity.", citations=[2]),
+    ]
+    answer = Answer(
+        question="How is gravel sorted?",
+        text=render(sentences),
+        sources=[_source(1), _source(2)],
+        sentences=sentences,
+    )
+
+    class Streaming:
+        def __init__(self) -> None:
+            self.settings = settings
+
+        def ask_stream(self, question: str, top_k: int, **_: Any) -> Iterator[str | Answer]:
+            for sentence in sentences:
+                yield render([sentence]) + " "
+            yield answer
+
+    demo = build_ui(Streaming())  # type: ignore[arg-type]
+    respond = next(f.fn for f in demo.fns.values() if f.api_name == "ask")
+    shown: list[str] = []
+    for frame in respond("How is gravel sorted?", [], [], {}, 5, "any", "any", ""):
+        shown.append(frame[1][-1]["content"])  # the handler updates one chat list in place
+    assert len(shown) == 4 and all('class="rag-status"' not in m for m in shown[:3])
+    assert shown[:3] == [
+        streaming_html("", 1),
+        streaming_html(render(sentences[:1]) + " ", 1),
+        streaming_html(render(sentences) + " ", 1),
+    ]
+    assert "answering…" in shown[2] and 'href="#rag-t1-s2"' in shown[2]
+    _, chat, panel, history, panels = frame
+    assert chat[-1]["content"] == answer_html(answer, 1) and "answering…" not in chat[-1]["content"]
+    assert panel == sources_html(answer, 1) == panels[1] and 'id="rag-t1-s2"' in panel
+    assert history[-1]["content"] == answer.text
 
 
 def test_report_names_failures_by_upload_name_and_line() -> None:

@@ -1,9 +1,10 @@
 """The chat UI in a real browser: Debian's chromium driven by Playwright (no browser download).
 
-Asks the LRA question and waits for the verified, cited answer; clicks a citation and checks that
-its source card is highlighted with the supporting sentence marked; uploads papers, one of them
-with `<script>` in its abstract, and checks it renders as text and never runs; checks the upload
-size limit and "New chat". Screenshots go to test-artifacts/ (gitignored).
+Asks the LRA question and watches the streamed sentences (answer styling, linked [n], a neutral
+"answering…" chip) until the verified, cited answer replaces them; clicks a citation and checks
+that its source card is highlighted with the supporting sentence marked; uploads papers, one of
+them with `<script>` in its abstract, and checks it renders as text and never runs; checks the
+upload size limit and "New chat". Screenshots go to test-artifacts/ (gitignored).
 
 Gradio pages keep a connection open, so nothing here waits for network idle: every wait is for
 an element or a JS condition.
@@ -37,8 +38,23 @@ ARGS = [
 ]
 ANSWERED = (
     "(n) => document.querySelectorAll('#rag-chat .rag-msg .rag-status').length >= n"
-    " && !document.querySelector('#rag-chat .rag-preview')"
+    " && !document.querySelector('#rag-chat .rag-streaming')"
 )
+# Records each streamed state of the answer (ui/render.py `streaming_html`) as the page shows it.
+WATCH_STREAM = """() => {
+  window.__ragStream = [];
+  const chat = document.querySelector('#rag-chat');
+  new MutationObserver(() => chat.querySelectorAll('.rag-streaming').forEach((msg) => {
+    const body = msg.querySelector('.rag-answer');
+    window.__ragStream.push({
+      text: msg.innerText,
+      chip: (msg.querySelector('.rag-stream-status') || msg).innerText.trim(),
+      opacity: [msg, body].filter(Boolean).map((el) => getComputedStyle(el).opacity),
+      brackets: (body ? body.innerText.match(/\\[\\d+\\]/g) || [] : []).length,
+      links: msg.querySelectorAll('a.rag-cite').length,
+    });
+  })).observe(chat, {childList: true, subtree: true, characterData: true});
+}"""
 EVIL_ABSTRACT = (
     "We sort quantum gravel with a transformer. Our gravel sorter reaches 93.4% purity on the "
     "GravelBench dataset. Its demo page embeds <script>window.__pwned=1</script> and "
@@ -80,8 +96,16 @@ def test_chat_citations_sources_upload_and_script_injection(page: Any, tmp_path:
         "() => /277\\s+papers/.test(document.querySelector('#rag-corpus').innerText)"
     )
 
-    # 1. Ask: the verified answer quotes 16K and cites [n]; its sources fill the panel.
+    # 1. Ask: the streamed sentences are shown as an answer, not dimmed, with a neutral chip;
+    # then the verified answer quotes 16K and cites [n], and its sources fill the panel.
+    page.evaluate(WATCH_STREAM)
     answer = ask(page, LRA_QUESTION, 0)
+    streamed = page.evaluate("window.__ragStream")
+    assert streamed, "the answer was never seen streaming"
+    for state in streamed:
+        assert state["chip"] == "answering…" and "checking citations" not in state["text"]
+        assert all(opacity == "1" for opacity in state["opacity"]), state
+        assert state["links"] == state["brackets"], state
     assert "16K" in answer.inner_text()
     cite = answer.locator("a.rag-cite").first
     assert re.fullmatch(r"\[\d+\]", cite.inner_text())

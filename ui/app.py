@@ -1,10 +1,15 @@
 """The Gradio chat UI: a thin front-end over `rag.Assistant`.
 
-    question ─► Assistant.ask_stream ─► preview text (dimmed) ─► verified Answer ─► chat + sources
+    question ─► Assistant.ask_stream ─► verified sentences, streamed ─► Answer ─► chat + sources
 
 Layout: a sidebar with search settings, example questions and corpus upload; the chat in the
 middle; the sources panel on the right (number, title, date, score and the abstract with the
 sentence that supports the answer marked). Every [n] in an answer links to its source card.
+
+The answer appears sentence by sentence as the verifier judges each one (rag/pipeline.py streams
+only the sentences it keeps), styled as an answer, with an "answering…" chip; the final `Answer`
+then replaces it with its full rendering (support hints, flags, status line) and fills the
+sources panel.
 
 Two histories are kept per browser session: the Chatbot's (HTML for display) and a plain one
 (`{"role", "content", "sources"}`) that goes back to the Assistant so follow-ups work.
@@ -28,12 +33,12 @@ from ui.access import ingest_policy, only_uploaded, policy_note, refusal, upload
 from ui.render import (
     answer_html,
     error_html,
-    preview_html,
     report_error_html,
     report_html,
     safe_reason,
     short_name,
     sources_html,
+    streaming_html,
 )
 
 log = logging.getLogger(__name__)
@@ -57,7 +62,6 @@ CSS = """
 .rag-header h1 {margin: 0; font-size: 1.35rem;}
 .rag-header p {margin: 0.15rem 0 0; color: var(--body-text-color-subdued); font-size: 0.9rem;}
 .rag-msg {line-height: 1.55;}
-.rag-preview .rag-answer {opacity: 0.55;}
 .rag-cite {font-weight: 600; text-decoration: none !important; color: var(--color-accent) !important;
   padding: 0 1px; border-radius: 3px; cursor: pointer;}
 .rag-cite:hover {background: var(--color-accent-soft);}
@@ -71,7 +75,7 @@ CSS = """
 .rag-error {border-left: 4px solid #dc2626; background: rgba(220, 38, 38, 0.1);
   padding: 6px 10px; border-radius: 4px;}
 .rag-why {color: var(--body-text-color-subdued); font-size: 0.85rem; margin-top: 2px;}
-.rag-status {margin-top: 8px; display: flex; flex-wrap: wrap; gap: 4px;}
+.rag-status, .rag-stream-status {margin-top: 8px; display: flex; flex-wrap: wrap; gap: 4px;}
 .rag-badge, .rag-chip {font-size: 0.72rem; border-radius: 999px; padding: 1px 8px;
   border: 1px solid var(--border-color-primary); color: var(--body-text-color-subdued);}
 .rag-badge {background: var(--color-accent-soft); color: var(--body-text-color);
@@ -211,20 +215,20 @@ def build_ui(assistant: Assistant, *, shared: bool = False) -> gr.Blocks:
             yield gr.skip(), chat, gr.skip(), history, panels
             return
         chat.append({"role": "user", "content": message})
-        chat.append({"role": "assistant", "content": preview_html("")})
-        index = len(chat) - 1
+        index = len(chat)
         turn = index
+        chat.append({"role": "assistant", "content": streaming_html("", turn)})
         yield "", chat, gr.skip(), history, panels
         answer: Answer | None = None
         try:
             filters = _filters(year_from, year_to, author)
-            preview = ""
+            shown = ""
             for item in assistant.ask_stream(message, int(top_k), filters=filters, history=history):
                 if isinstance(item, Answer):
                     answer = item
                 else:
-                    preview += item
-                    chat[index] = {"role": "assistant", "content": preview_html(preview)}
+                    shown += item  # a sentence the verifier kept (rag/pipeline.py)
+                    chat[index] = {"role": "assistant", "content": streaming_html(shown, turn)}
                     yield gr.skip(), chat, gr.skip(), history, panels
         except RagError as exc:
             chat[index] = {"role": "assistant", "content": error_html(str(exc))}
@@ -239,7 +243,8 @@ def build_ui(assistant: Assistant, *, shared: bool = False) -> gr.Blocks:
             chat[index] = {"role": "assistant", "content": error_html(GENERIC_ERROR)}
             yield gr.skip(), chat, gr.skip(), history, panels
             return
-        # What the user ends up seeing is the verified answer, never the unverified preview.
+        # The final rendering replaces the streamed one: per-sentence support hints, flags, the
+        # status line, and the sources panel the [n] links point to.
         chat[index] = {"role": "assistant", "content": answer_html(answer, turn)}
         panel = sources_html(answer, turn)
         panels[index] = panel

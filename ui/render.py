@@ -3,7 +3,8 @@
 Everything that comes from a paper, a model or a user is untrusted text. It goes through `esc`
 (HTML-escaped, plus the characters Gradio's HTML templates and Markdown treat specially) before
 any markup of ours is wrapped around it, so an abstract containing `<script>` shows as literal
-text. Only the tags built here (`<a class="rag-cite">`, `<mark>`, `<span>`, `<div>`) are HTML.
+text. Only the tags built here (`<a class="rag-cite">`, `<mark>`, `<span>`, `<div>`, `<br>`) are
+HTML.
 """
 
 from __future__ import annotations
@@ -36,14 +37,19 @@ def source_anchor(turn: int, number: int) -> str:
     return f"rag-t{turn}-s{number}"
 
 
-def _cite_links(escaped: str, turn: int, titles: Mapping[int, str]) -> str:
+def _cite_links(escaped: str, turn: int, titles: Mapping[int, str] | None) -> str:
+    """Each [n] as a link to source card n of answer `turn`: only the numbers in `titles`, each
+    titled with its paper; `titles=None` (a streamed answer, sources not sent yet): every [n],
+    untitled."""
+
     def link(match: re.Match[str]) -> str:
         n = int(match.group(1))
-        if n not in titles:
+        if titles is not None and n not in titles:
             return match.group(0)
+        title = f' title="[{n}] {esc(titles[n])}"' if titles is not None else ""
         return (
             f'<a class="rag-cite" href="#{source_anchor(turn, n)}" data-turn="{turn}" '
-            f'data-source="{n}" title="[{n}] {esc(titles[n])}">[{n}]</a>'
+            f'data-source="{n}"{title}>[{n}]</a>'
         )
 
     return _CITE.sub(link, escaped)
@@ -121,12 +127,26 @@ def status_html(answer: Answer) -> str:
     return line
 
 
-def preview_html(text: str) -> str:
-    """The streamed, not yet verified text: shown dimmed until the verified answer replaces it."""
+def streaming_html(text: str, turn: int) -> str:
+    """The answer while it streams in, until `answer_html` and the sources panel replace it.
+
+    `text` is what `Assistant.ask_stream` yielded so far: the rendering of each sentence the
+    verifier has accepted, with its [n] (rag/pipeline.py; with RAG_UNSUPPORTED=flag also the
+    sentences it flags, marked as such once the final answer replaces this). So it is shown as an
+    answer is: normal styling, each [n] a link to its source card (the card exists once the final
+    answer fills the panel; a click waits a moment for it), and a chip that only says the answer
+    is still coming. A blank line (before the fallback answer when the model failed) becomes a
+    line break, so the message stays one HTML block for Markdown.
+    """
+    body = esc(text.strip())
+    if body:
+        body = re.sub(r"\s*\n\s*\n\s*", "<br><br>", body).replace("\n", " ")
+        shown = f'<div class="rag-answer">{_cite_links(body, turn, None)}</div>'
+    else:
+        shown = '<div class="rag-why">Searching the papers…</div>'
     return (
-        '<div class="rag-msg rag-preview"><div class="rag-answer">'
-        f"{esc(text) or 'Searching the papers…'}</div>"
-        '<div class="rag-status"><span class="rag-chip">checking citations…</span></div></div>'
+        f'<div class="rag-msg rag-streaming">{shown}'
+        '<div class="rag-stream-status"><span class="rag-chip">answering…</span></div></div>'
     )
 
 
