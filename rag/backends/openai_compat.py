@@ -45,7 +45,9 @@ class OpenAIBackend(ChatBackend):
                 if settings.openai_api_key
                 else "not-needed"
             )
-            # Retries are ours (below), so that they stay inside the total budget.
+            # Retries are ours (`_create`), not the client's `max_retries`: the client gives every
+            # attempt the whole timeout, retries timeouts, sleeps with random jitter and honours
+            # Retry-After up to minutes, so its retries could run far past RAG_LLM_TIMEOUT.
             client = OpenAI(
                 base_url=settings.llm_base_url,
                 api_key=key,
@@ -118,15 +120,19 @@ class OpenAIBackend(ChatBackend):
                 log.info("LLM attempt %d failed (%s); retrying in %.1fs", attempt, exc, wait)
                 self.sleep(wait)
 
+    def _request(self, messages: Messages, max_tokens: int, **extra: Any) -> dict[str, Any]:
+        """The `chat.completions.create` arguments for one answer (`extra`: e.g. stream=True)."""
+        return {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.settings.llm_temperature,
+            "max_tokens": max_tokens,
+            **extra,
+        }
+
     def complete(self, messages: Messages, max_tokens: int) -> str:
         deadline = time.monotonic() + self.settings.llm_timeout
-        resp = self._create(
-            deadline,
-            model=self.model,
-            messages=messages,
-            temperature=self.settings.llm_temperature,
-            max_tokens=max_tokens,
-        )
+        resp = self._create(deadline, **self._request(messages, max_tokens))
         try:
             content = resp.choices[0].message.content if resp.choices else None
         except Exception as exc:  # a body that parsed but is not a chat completion
@@ -138,14 +144,7 @@ class OpenAIBackend(ChatBackend):
     def complete_stream(self, messages: Messages, max_tokens: int) -> Iterator[str]:
         deadline = time.monotonic() + self.settings.llm_timeout
         got_any = finished = False
-        stream = self._create(
-            deadline,
-            model=self.model,
-            messages=messages,
-            temperature=self.settings.llm_temperature,
-            max_tokens=max_tokens,
-            stream=True,
-        )
+        stream = self._create(deadline, **self._request(messages, max_tokens, stream=True))
         try:
             for event in stream:
                 if time.monotonic() > deadline:
