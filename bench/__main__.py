@@ -4,7 +4,7 @@
     python -m bench ingest [--rounds 2] [--synthetic 1000]
     python -m bench retrieve [--sizes 1000,10000,100000,1000000] [--phase grow|measure|all]
     python -m bench startup
-    python -m bench llm [--splits dev,test,holdout] [--limit N]   # rag eval through the local LLM
+    python -m bench llm [--splits dev,test,holdout] [--limit N] [--cache F]   # rag eval through the local LLM
 
 Never part of the test run. See docs/performance.md for the figures and how to read them.
 """
@@ -38,6 +38,12 @@ def main() -> None:
     llm.add_argument(
         "--claims", default="test", help="labelled-claims split for the judge check ('' = skip)"
     )
+    llm.add_argument(
+        "--cache",
+        default=None,
+        help="JSON-lines file of the model's replies: replay those seen before, record new ones "
+        "(quality figures only; timings of a replayed run are null)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.name == "fidelity":
@@ -61,7 +67,9 @@ def main() -> None:
     elif args.name == "llm":
         from bench import llm as llm_bench
 
-        llm_bench.main(args.splits.split(","), args.limit, args.data_dir, args.claims or None)
+        llm_bench.main(
+            args.splits.split(","), args.limit, args.data_dir, args.claims or None, args.cache
+        )
     else:
         from bench import startup
 

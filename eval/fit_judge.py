@@ -1,11 +1,11 @@
 """Fit the offline claim judge (rag/judge.py) on the dev half of eval/data/claims.jsonl.
 
-    python -m eval.fit_judge [--no-write] [--ablation] [--cache FILE]
+    python -m eval.fit_judge [--no-write] [--ablation] [--cache FILE] [--threshold T]
 
 A logistic regression over the general signals of `rag.judge.SIGNALS`, trained on the dev pairs
 that no grounding veto decides. The decision threshold is the lowest one whose precision of
-"supported", by repeated 5-fold cross-validation on dev (vetoes included), reaches 0.95. Prints the
-dev cross-validated and the held-out (test) precision/recall, and writes rag/data/judge.json.
+"supported", by repeated 5-fold cross-validation on dev (vetoes included), reaches 0.95, unless
+`--threshold` fixes one. Prints the dev cross-validated and the held-out (test) precision/recall, and writes rag/data/judge.json.
 `--ablation` also refits without each signal group and without each veto (same procedure) and
 prints the table in docs/verification.md. The test split is only scored, in aggregate, never
 fitted or tuned on. Needs scikit-learn (the `dev` extra); the shipped judge does not.
@@ -128,11 +128,15 @@ def decisions(judge: Judge, rows: np.ndarray, probs: np.ndarray, threshold: floa
 
 
 def cross_validate(
-    judge: Judge, dev: np.ndarray, kind: str, curve: list[tuple[float, float, float]] | None = None
+    judge: Judge,
+    dev: np.ndarray,
+    kind: str,
+    curve: list[tuple[float, float, float]] | None = None,
+    fixed: float | None = None,
 ) -> tuple[float, float, float]:
     """(threshold, precision, recall): the lowest threshold whose mean CV precision on dev
-    reaches the target (else the most precise one), with the mean CV figures there. `curve`, if
-    given, receives (threshold, precision, recall) for every threshold tried."""
+    reaches the target (else the most precise one), or the `fixed` one, with the mean CV figures
+    there. `curve`, if given, receives (threshold, precision, recall) for every threshold tried."""
     from sklearn.model_selection import RepeatedStratifiedKFold
 
     cv = RepeatedStratifiedKFold(n_splits=FOLDS, n_repeats=REPEATS, random_state=SEED)
@@ -146,6 +150,8 @@ def cross_validate(
         table.append((float(t), *np.mean(pr, axis=0)))
     if curve is not None:
         curve.extend(table)
+    if fixed is not None:
+        return min(table, key=lambda row: abs(row[0] - fixed))
     reaching = [row for row in table if row[1] >= TARGET_PRECISION]
     return reaching[0] if reaching else max(table, key=lambda row: (row[1], row[2]))
 
@@ -157,12 +163,13 @@ def run(
     vetoes: tuple = VETOES,
     kind: str = "logistic",
     curve: list[tuple[float, float, float]] | None = None,
+    fixed: float | None = None,
 ) -> tuple[Any, dict[str, float]]:
     labels = np.array([bool(r["label"]) for r in rows])
     judge = Judge(feats, labels, names, vetoes)
     dev = np.array([i for i, r in enumerate(rows) if r["split"] == "dev"])
     test = np.array([i for i, r in enumerate(rows) if r["split"] == "test"])
-    threshold, cv_p, cv_r = cross_validate(judge, dev, kind, curve)
+    threshold, cv_p, cv_r = cross_validate(judge, dev, kind, curve, fixed)
     free_dev = dev[judge.free[dev]]
     model = fit(judge.x[free_dev], labels[free_dev], names, kind)
     probs = np.full(len(test), -1.0)
@@ -192,10 +199,17 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not write rag/data/judge.json")
     parser.add_argument("--ablation", action="store_true", help="also print the ablation table")
     parser.add_argument("--cache", type=Path, help="pickle the computed features here and reuse")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="ship this decision threshold (e.g. 0.5, the model's own boundary) instead of the "
+        f"lowest one reaching dev-CV precision {TARGET_PRECISION}",
+    )
     args = parser.parse_args()
     rows, feats = compute_features(args.cache)
     curve: list[tuple[float, float, float]] = []
-    model, figures = run(feats, rows, SIGNALS, curve=curve)
+    model, figures = run(feats, rows, SIGNALS, curve=curve, fixed=args.threshold)
     print("full model:", figures)
     print("dev CV operating points (threshold: precision, recall):")
     print("  " + ", ".join(f"{t:.2f}: {p:.3f}, {r:.3f}" for t, p, r in curve[::5]))
@@ -203,8 +217,10 @@ def main() -> None:
         meta = {
             "fitted_on": "eval/data/claims.jsonl split=dev",
             "command": "python -m eval.fit_judge",
-            "cv": f"{REPEATS}x{FOLDS}-fold stratified, lowest threshold with precision >= "
-            f"{TARGET_PRECISION}",
+            "cv": f"{REPEATS}x{FOLDS}-fold stratified",
+            "threshold_rule": f"fixed at {args.threshold} (--threshold)"
+            if args.threshold is not None
+            else f"lowest threshold with dev-CV precision >= {TARGET_PRECISION}",
             **figures,
         }
         MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)

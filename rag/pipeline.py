@@ -135,6 +135,25 @@ class Pipeline:
             for shown in self._verified(iter([raw]), standalone, sources, kept, timings, t):
                 if stream:
                     yield shown
+        if (
+            backend.name != self.fallback.name
+            and self.settings.unverified_answer == "extractive"
+            and not any(s.supported for s in kept)
+        ):
+            # Nothing the model wrote survived verification. The evidence gate already judged
+            # the question worth answering, so the sources' own sentences get their turn; the
+            # extractive backend abstains by its own answerability model.
+            rescued: list[Sentence] = []
+            raw = self.fallback.generate(standalone, sources)
+            shown = list(self._verified(iter([raw]), standalone, sources, rescued, timings, t))
+            if any(s.supported for s in rescued):
+                base["notice"] = base["notice"] or (
+                    "The model's answer could not be checked against the sources; "
+                    "these are the sources' own sentences."
+                )
+                backend, kept = self.fallback, kept + rescued
+                if stream:
+                    yield from shown
         timings["answer"] = time.perf_counter() - t - timings.get("verify", 0.0)
         supported = any(s.supported for s in kept)
         timings["total"] = time.perf_counter() - started

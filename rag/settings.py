@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     unsupported: Literal["drop", "flag"] = Field(
         "drop", description="What to do with a sentence no source supports: drop it or flag it."
     )
+    unverified_answer: Literal["extractive", "refuse"] = Field(
+        "extractive",
+        description="When no sentence of a chat model's answer is supported: answer with the "
+        "sources' own sentences (extractive, which abstains on its own evidence) or refuse.",
+    )
 
     # --- front-ends ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the UI / API binds to.")

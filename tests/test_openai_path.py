@@ -57,8 +57,19 @@ def test_flag_policy_keeps_unsupported_sentences_visibly(
 
 def test_model_refusal_is_recognised(real_assistant: Assistant, fake_llm) -> None:
     fake_llm.reply = lambda m: CANNOT_ANSWER
-    answer = _assistant(real_assistant, fake_llm.base_url).ask(Q)
+    answer = _assistant(real_assistant, fake_llm.base_url, unverified_answer="refuse").ask(Q)
     assert answer.abstained and answer.text == CANNOT_ANSWER
+
+
+def test_a_model_refusal_does_not_decide_abstention(real_assistant: Assistant, fake_llm) -> None:
+    """By default the model's nerves do not decide: the sources' own sentences stand in, checked,
+    with a notice saying so."""
+    fake_llm.reply = lambda m: CANNOT_ANSWER
+    answer = _assistant(real_assistant, fake_llm.base_url).ask(Q)
+    assert not answer.abstained and answer.backend == "extractive"
+    assert "1K" in answer.text and "16K" in answer.text
+    assert answer.notice and "could not be checked" in answer.notice
+    assert all(s.supported for s in answer.sentences)
 
 
 def test_weak_evidence_abstains_before_calling_the_model(

@@ -75,6 +75,9 @@ class FakeBackend:
 
 
 def _pipeline(backend: Any, sources: list[Source] = SOURCES, **settings: Any) -> Pipeline:
+    # The model's own sentences are under test here: no extractive answer stands in for a
+    # rejected one unless a test asks for it.
+    settings.setdefault("unverified_answer", "refuse")
     config = Settings(min_score=0.0, _env_file=None, **settings)
     return Pipeline(
         settings=config,
@@ -159,6 +162,26 @@ def test_nothing_supported_is_the_refusal(policy: str) -> None:
         assert pieces == [] and answer.sentences == []
     else:  # flagged sentences are kept visibly, marked unsupported
         assert answer.sentences and not any(s.supported for s in answer.sentences)
+
+
+def test_a_wholly_rejected_answer_gives_way_to_the_sources_own_sentences() -> None:
+    reply = "SigmaFix was designed by 40 astronauts on the Moon [1]."
+    question = "What does SigmaFix keep stable across vision and speech tasks?"
+    pieces, answer = _run(_pipeline(FakeBackend(reply), unverified_answer="extractive"), question)
+    assert not answer.abstained and answer.backend == "extractive"
+    assert "astronauts" not in answer.text and "40" not in "".join(pieces)
+    assert answer.notice and "could not be checked" in answer.notice
+    assert all(s.supported and s.citations == [1] for s in answer.sentences)
+    assert "".join(pieces).strip() == answer.text  # the stream shows the same verified text
+    _, refused = _run(_pipeline(FakeBackend(reply), unverified_answer="refuse"), question)
+    assert refused.abstained and refused.text == CANNOT_ANSWER
+
+
+def test_the_stand_in_answer_still_abstains_when_the_sources_do_not_answer() -> None:
+    reply = "The benchmark was built by 40 astronauts on the Moon [1]."
+    question = "Which telescope photographed the first exoplanet?"
+    pieces, answer = _run(_pipeline(FakeBackend(reply), unverified_answer="extractive"), question)
+    assert answer.abstained and answer.text == CANNOT_ANSWER and pieces == []
 
 
 def test_weak_retrieval_abstains_before_the_model_is_asked() -> None:

@@ -48,9 +48,9 @@ def _shown_is_the_answer(pieces: list[str], final: Answer) -> None:
     assert "".join(pieces).strip() == final.text
 
 
-def _openai(assistant: Assistant, base_url: str) -> Assistant:
+def _openai(assistant: Assistant, base_url: str, **extra: object) -> Assistant:
     settings = assistant.settings.with_overrides(
-        llm="openai", llm_base_url=base_url, llm_max_retries=0
+        llm="openai", llm_base_url=base_url, llm_max_retries=0, **extra
     )
     return Assistant(settings, embedder=assistant.embedder, store=assistant.store)
 
@@ -141,10 +141,15 @@ def test_weak_evidence_refuses_without_streaming_or_calling_the_model(
 def test_model_that_streams_the_refusal(real_assistant: Assistant, fake_llm) -> None:
     """The refusal is the Answer's text, not a streamed piece: nothing was verified to show."""
     fake_llm.reply = lambda messages: CANNOT_ANSWER
-    pieces, final = _split(list(_openai(real_assistant, fake_llm.base_url).ask_stream(LRA_Q)))
+    refusing = _openai(real_assistant, fake_llm.base_url, unverified_answer="refuse")
+    pieces, final = _split(list(refusing.ask_stream(LRA_Q)))
     assert pieces == []
     assert final.abstained and final.text == CANNOT_ANSWER and final.sentences == []
     assert final.sources  # the sources it looked at are still shown
+    # By default the sources' own sentences stand in for the model's refusal, streamed verified.
+    pieces, final = _split(list(_openai(real_assistant, fake_llm.base_url).ask_stream(LRA_Q)))
+    assert not final.abstained and final.backend == "extractive" and final.notice
+    assert pieces and "".join(pieces).strip() == final.text
 
 
 def test_stream_of_unsupported_text_ends_in_a_refusal(real_assistant: Assistant, fake_llm) -> None:
@@ -152,10 +157,16 @@ def test_stream_of_unsupported_text_ends_in_a_refusal(real_assistant: Assistant,
         "Long Range Arena was built by 40 astronauts on the Moon [1]. "
         "It covers sequences of up to 1 million tokens [7]. HACKED [9]."
     )
-    pieces, final = _split(list(_openai(real_assistant, fake_llm.base_url).ask_stream(LRA_Q)))
+    refusing = _openai(real_assistant, fake_llm.base_url, unverified_answer="refuse")
+    pieces, final = _split(list(refusing.ask_stream(LRA_Q)))
     assert pieces == []  # no unverified text, not "astronauts", not "HACKED", was ever shown
     assert final.abstained and final.text == CANNOT_ANSWER and final.sentences == []
     assert len(fake_llm.requests) == 1 and fake_llm.requests[0].get("stream") is True
+    # By default the stand-in is the sources' own sentences; still none of the invented text.
+    pieces, final = _split(list(_openai(real_assistant, fake_llm.base_url).ask_stream(LRA_Q)))
+    shown = "".join(pieces)
+    assert not any(w in shown or w in final.text for w in ("astronauts", "HACKED", "million"))
+    assert final.backend == "extractive" and all(s.supported for s in final.sentences)
 
 
 def test_follow_up_in_a_stream_can_refuse(real_assistant: Assistant, fake_llm) -> None:
