@@ -48,7 +48,7 @@ LRA_TITLE = "Long Range Arena"
 # (model loaded, store read) and answered, so a zero count is not the zero of a no-op.
 ANSWERED = (
     "() => document.querySelectorAll('#rag-chat .rag-msg .rag-status').length >= 1"
-    " && !document.querySelector('#rag-chat .rag-preview')"
+    " && !document.querySelector('#rag-chat .rag-streaming')"
 )
 
 # Set by tests/conftest.py or a developer's shell; any of them would hide a library's own default.
