@@ -15,7 +15,9 @@ import json
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_QUESTIONS = Path(__file__).resolve().parent / "data" / "questions.jsonl"
@@ -133,6 +135,85 @@ def title_overlap(question: str, titles: list[str]) -> list[str]:
     return sorted(set(hits))
 
 
+def check_row(
+    r: dict[str, Any], papers: dict[str, str], splits: Collection[str], bad: Callable[[str], None]
+) -> list[str] | None:
+    """The checks every question file shares, for one row that has exactly the KEYS.
+
+    Field types, a split in `splits`, empty unanswerable rows, gold titles in the corpus, the
+    must_contain items and evidence sentences in the gold abstracts, and the paraphrased flag
+    against the title words the question reuses. Each problem goes to `bad`. Returns the gold
+    titles the row counts towards the distinct-gold minimum (none for an unanswerable row or one
+    with a gold title missing from the corpus), or None when the type, note or lists are malformed
+    and its content was not checked.
+    """
+    if r["type"] not in TYPES:
+        bad(f"bad type {r['type']!r}")
+    if r["split"] not in splits:
+        bad(f"split must be {' or '.join(map(repr, splits))}, is {r['split']!r}")
+    if not isinstance(r["paraphrased"], bool):
+        bad("paraphrased must be a bool")
+    if not isinstance(r["note"], str):
+        bad("note must be a string")
+    if r["type"] not in TYPES or not isinstance(r["note"], str):
+        return None
+    for key in ("gold_titles", "must_contain", "evidence"):
+        if not isinstance(r[key], list) or not all(
+            isinstance(x, str) and x.strip() for x in r[key]
+        ):
+            bad(f"{key} must be a list of non-empty strings")
+            return None
+    golds, must, evid = r["gold_titles"], r["must_contain"], r["evidence"]
+    if r["type"] == "unanswerable":
+        if golds or must or evid:
+            bad("unanswerable rows need empty gold_titles, must_contain and evidence")
+        if not r["note"].strip():
+            bad("unanswerable rows need a note saying why")
+        return []
+    if len(set(golds)) != len(golds):
+        bad("duplicate gold title")
+    missing = [t for t in golds if t not in papers]
+    if missing:
+        bad(f"gold title(s) not in corpus: {missing}")
+        return []
+    if r["type"] in ("factoid", "explain"):
+        if len(golds) != 1:
+            bad(f"{r['type']} needs exactly one gold paper")
+        if not 1 <= len(must) <= 3:
+            bad(f"{r['type']} needs 1-3 must_contain items, has {len(must)}")
+    else:
+        if len(golds) < 2:
+            bad("multi needs two or more gold papers")
+        if len(must) < len(golds):
+            bad("multi needs at least one must_contain item per gold paper")
+    if not evid:
+        bad("answerable rows need evidence")
+    lower = {t: papers[t].lower() for t in golds}
+    joined = " ".join(lower[t] for t in golds)
+    for item in must:
+        alts = [a.strip() for a in item.split("|")]
+        if any(not a or len(a.split()) > MAX_MUST_WORDS for a in alts):
+            bad(f"must_contain item {item!r}: empty or longer than {MAX_MUST_WORDS} words")
+        if not any(a.lower() in joined for a in alts):
+            bad(f"must_contain {item!r} not found in the gold abstract(s)")
+        elif not any(a.lower() in e.lower() for a in alts for e in evid):
+            bad(f"must_contain {item!r} not found in any evidence sentence")
+    for e in evid:
+        if not any(e in papers[t] for t in golds):
+            bad(f"evidence not verbatim in a gold abstract: {e[:80]!r}")
+    for t in golds:
+        if not any(e in papers[t] for e in evid):
+            bad(f"no evidence sentence from gold paper {t!r}")
+        if not any(a.strip().lower() in lower[t] for item in must for a in item.split("|")):
+            bad(f"no must_contain item found in gold paper {t!r}")
+    reused = title_overlap(r["question"], golds) if isinstance(r["question"], str) else []
+    if r["paraphrased"] and reused:
+        bad(f"paraphrased=true but the question reuses title words {reused}")
+    if not r["paraphrased"] and not reused:
+        bad("paraphrased=false but no distinctive title word found in the question")
+    return golds
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("questions", nargs="?", type=Path, default=DEFAULT_QUESTIONS)
@@ -140,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     papers, problems = parse_corpus(args.corpus)
-    lower = {t: a.lower() for t, a in papers.items()}
     rows = []
     for n, line in enumerate(args.questions.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -171,69 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         elif r["question"].strip().lower() in seen_q:
             bad("duplicate question")
         seen_q.add(str(r["question"]).strip().lower())
-        if r["type"] not in TYPES:
-            bad(f"bad type {r['type']!r}")
-        if r["split"] not in SPLITS:
-            bad(f"bad split {r['split']!r}")
-        if not isinstance(r["paraphrased"], bool):
-            bad("paraphrased must be a bool")
-        if not isinstance(r["note"], str):
-            bad("note must be a string")
-        for key in ("gold_titles", "must_contain", "evidence"):
-            if not isinstance(r[key], list) or not all(
-                isinstance(x, str) and x.strip() for x in r[key]
-            ):
-                bad(f"{key} must be a list of non-empty strings")
-                break
-        else:
-            golds, must, evid = r["gold_titles"], r["must_contain"], r["evidence"]
-            if r["type"] == "unanswerable":
-                if golds or must or evid:
-                    bad("unanswerable rows need empty gold_titles, must_contain and evidence")
-                if not r["note"].strip():
-                    bad("unanswerable rows need a note saying why")
-                continue
-            if len(set(golds)) != len(golds):
-                bad("duplicate gold title")
-            missing = [t for t in golds if t not in papers]
-            if missing:
-                bad(f"gold title(s) not in corpus: {missing}")
-                continue
+        if golds := check_row(r, papers, SPLITS, bad):
             gold_used.update(golds)
-            if r["type"] in ("factoid", "explain"):
-                if len(golds) != 1:
-                    bad(f"{r['type']} needs exactly one gold paper")
-                if not 1 <= len(must) <= 3:
-                    bad(f"{r['type']} needs 1-3 must_contain items, has {len(must)}")
-            else:
-                if len(golds) < 2:
-                    bad("multi needs two or more gold papers")
-                if len(must) < len(golds):
-                    bad("multi needs at least one must_contain item per gold paper")
-            if not evid:
-                bad("answerable rows need evidence")
-            joined = " ".join(lower[t] for t in golds)
-            for item in must:
-                alts = [a.strip() for a in item.split("|")]
-                if any(not a or len(a.split()) > MAX_MUST_WORDS for a in alts):
-                    bad(f"must_contain item {item!r}: empty or longer than {MAX_MUST_WORDS} words")
-                if not any(a.lower() in joined for a in alts):
-                    bad(f"must_contain {item!r} not found in the gold abstract(s)")
-                elif not any(a.lower() in e.lower() for a in alts for e in evid):
-                    bad(f"must_contain {item!r} not found in any evidence sentence")
-            for e in evid:
-                if not any(e in papers[t] for t in golds):
-                    bad(f"evidence not verbatim in a gold abstract: {e[:80]!r}")
-            for t in golds:
-                if not any(e in papers[t] for e in evid):
-                    bad(f"no evidence sentence from gold paper {t!r}")
-                if not any(a.strip().lower() in lower[t] for item in must for a in item.split("|")):
-                    bad(f"no must_contain item found in gold paper {t!r}")
-            reused = title_overlap(r["question"], golds)
-            if r["paraphrased"] and reused:
-                bad(f"paraphrased=true but the question reuses title words {reused}")
-            if not r["paraphrased"] and not reused:
-                bad("paraphrased=false but no distinctive title word found in the question")
 
     # the required row
     if not any(
