@@ -323,6 +323,38 @@ def test_model_selects_the_backend(api_assistant: Assistant, fake_llm: Any) -> N
         assert "1K to 16K tokens [1]" in llm.choices[0].message.content
 
 
+def test_the_extractive_model_is_judged_offline_when_the_llm_judges(
+    api_assistant: Assistant, fake_llm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LLM judge (RAG_VERIFY_JUDGE=llm) belongs to the configured chat backend: the
+    extractive model id neither answers nor judges with it."""
+    from rag.verify import Verifier
+
+    judged: list[bool] = []
+    judge = Verifier.judge
+
+    def spy(self: Verifier, *args: Any, **kwargs: Any) -> Any:
+        judged.append(self.llm_judge is None)
+        return judge(self, *args, **kwargs)
+
+    monkeypatch.setattr(Verifier, "judge", spy)
+    configured = sibling(
+        api_assistant,
+        llm="openai",
+        llm_base_url=fake_llm.base_url,
+        llm_max_retries=0,
+        verify_judge="llm",
+    )
+    with serving(configured) as url:
+        extractive = client(url).chat.completions.create(
+            model="rag-extractive", messages=[{"role": "user", "content": LRA_Q}]
+        )
+    assert extractive.model_extra["rag"]["backend"] == "extractive"
+    assert "16K" in extractive.choices[0].message.content
+    assert judged and all(judged)  # judged, and offline
+    assert fake_llm.requests == []
+
+
 def test_concurrent_requests_are_answered_in_parallel(
     api_assistant: Assistant, fake_llm: Any
 ) -> None:
