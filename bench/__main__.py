@@ -39,6 +39,12 @@ def main() -> None:
         "--claims", default="test", help="labelled-claims split for the judge check ('' = skip)"
     )
     llm.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="every k-th question of each split, about N in all (keeps the answerable mix)",
+    )
+    llm.add_argument(
         "--cache",
         default=None,
         help="JSON-lines file of the model's replies: replay those seen before, record new ones "
@@ -68,7 +74,12 @@ def main() -> None:
         from bench import llm as llm_bench
 
         llm_bench.main(
-            args.splits.split(","), args.limit, args.data_dir, args.claims or None, args.cache
+            args.splits.split(","),
+            args.limit,
+            args.data_dir,
+            args.claims or None,
+            args.cache,
+            args.sample,
         )
     else:
         from bench import startup

@@ -26,6 +26,7 @@ from bench.common import free_port, machine, pct, save, stop_process, table
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT / "eval" / "data" / "holdout.jsonl"
+QUESTIONS = ROOT / "eval" / "data" / "questions.jsonl"
 RUNS = ROOT / "bench" / "results" / "llm-runs"
 
 
@@ -63,6 +64,21 @@ def start_server(model: Path, threads: int, timeout: float = 300.0) -> tuple[Any
             time.sleep(1)
     stop_process(proc, 10)
     raise RuntimeError(f"llama_cpp.server did not start within {timeout:.0f} s")
+
+
+def sampled(dataset: Path, split: str, n: int) -> Path:
+    """Every k-th question of the split (k = ceil(rows / n)): a sample that keeps the split's mix
+    of answerable and unanswerable questions, unlike its first n rows."""
+    rows = [
+        line
+        for line in dataset.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("split") == split
+    ]
+    step = max(1, -(-len(rows) // n))
+    out = RUNS / f"{split}-sample{n}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(line + "\n" for line in rows[::step]), encoding="utf-8")
+    return out
 
 
 def figures(report: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -132,6 +148,7 @@ def main(
     data_dir: str | None,
     claims: str | None = "test",
     cache: str | None = None,
+    sample: int | None = None,
 ) -> None:
     from eval.run import main as run_eval
     from rag.backends.model_file import bundled_gguf
@@ -159,6 +176,8 @@ def main(
         )
         for split in splits:
             dataset = HOLDOUT if split == "holdout" else None
+            if sample:
+                dataset = sampled(dataset or QUESTIONS, split, sample)
             out = RUNS / split
             t = time.perf_counter()
             hits_before = replies.hits if replies else 0
