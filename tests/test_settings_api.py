@@ -30,6 +30,7 @@ def test_public_api_is_exactly_all() -> None:
         "types",
         "verify",
         "hybrid",
+        "bm25",
         "query",
         "api",
         "server",
