@@ -114,30 +114,40 @@ def fake_llm() -> Iterator[FakeOpenAI]:
 
 
 @contextmanager
-def serving(assistant: Assistant, *, startup: float = 120.0) -> Iterator[str]:
-    """`rag serve`'s app (rag.server.build_app) under uvicorn in a thread on a free 127.0.0.1
-    port; yields its URL and stops it afterwards."""
+def served(app: Any, *, startup: float = 120.0, lifespan: str = "auto") -> Iterator[str]:
+    """`app` under uvicorn in a thread on a free 127.0.0.1 port (real HTTP); yields its base URL,
+    "http://127.0.0.1:PORT", and stops it afterwards. Fails the test if the server has not started
+    within `startup` seconds. `lifespan` as uvicorn's (Gradio needs its startup: "auto")."""
     import threading
 
     import uvicorn
 
-    from rag.server import build_app
-
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(assistant), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + startup
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started, "uvicorn did not start"
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+@contextmanager
+def serving(assistant: Assistant, *, startup: float = 120.0) -> Iterator[str]:
+    """`rag serve`'s app (rag.server.build_app) `served`; yields its URL ("http://…:PORT/")."""
+    from rag.server import build_app
+
+    with served(build_app(assistant), startup=startup) as url:
+        yield f"{url}/"
 
 
 @pytest.fixture(scope="session")

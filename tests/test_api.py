@@ -8,17 +8,15 @@ import logging
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
-from conftest import LRA_TITLE, answer_reply, free_port
+from conftest import LRA_TITLE, answer_reply, free_port, served
 from openai import OpenAI
 
 from rag import CANNOT_ANSWER, Assistant, Settings
@@ -31,26 +29,9 @@ FOLLOW_UP = "And what kinds of data does it include?"
 API_KEY = "sk-rag-test-3f9a1c0d5e7b"
 
 
-@contextmanager
-def serving(assistant: Assistant) -> Iterator[str]:
-    """`create_api(assistant)` under uvicorn in a background thread; yields the base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_api(assistant), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+def serving(assistant: Assistant) -> AbstractContextManager[str]:
+    """`create_api(assistant)` under uvicorn (conftest's `served`); yields the base URL."""
+    return served(create_api(assistant), startup=30, lifespan="off")
 
 
 def client(base: str, api_key: str = "unused") -> OpenAI:

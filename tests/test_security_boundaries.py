@@ -23,18 +23,14 @@ import selectors
 import shutil
 import socket
 import stat
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from conftest import ROOT, HashEmbedding, free_port
+from conftest import ROOT, HashEmbedding, served
 
 from rag import Assistant, IngestFailure, IngestReport, Settings
 from rag.api import MAX_BODY_BYTES, create_api
@@ -67,25 +63,6 @@ def with_settings(engine: Assistant, **overrides: Any) -> Assistant:
     return Assistant(
         engine.settings.with_overrides(**overrides), embedder=engine.embedder, store=engine.store
     )
-
-
-@contextmanager
-def served(app: Any) -> Iterator[str]:
-    """`app` under uvicorn on a free 127.0.0.1 port (lifespan on: Gradio needs its startup)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def raw_request(
