@@ -145,8 +145,13 @@ def local(real_assistant: Assistant) -> Assistant:
 
 
 def _assert_grounded(answer: Answer) -> None:
-    """The refusal, or only verified sentences, each citing a real source that contains its support."""
-    assert answer.backend.startswith("local:"), answer.backend
+    """The refusal, or only verified sentences, each citing a real source that contains its support.
+    The model's own answer, or, when none of it could be verified, the sources' own sentences
+    standing in with a notice saying so (RAG_UNVERIFIED_ANSWER=extractive)."""
+    stand_in = answer.backend == "extractive"
+    assert answer.backend.startswith("local:") or stand_in, answer.backend
+    if stand_in:
+        assert answer.notice and "could not be checked" in answer.notice
     if answer.abstained:
         assert answer.text == CANNOT_ANSWER
         return
@@ -180,8 +185,10 @@ def test_local_model_answers_are_grounded_or_refused(local: Assistant) -> None:
     assert not lra.abstained, lra
     assert "1K" in lra.text and "16K" in lra.text
     assert lra.sources[0].title == LRA_TITLE and lra.sentences[0].citations == [1]
-    # The two questions the corpus cannot answer are refused, not guessed.
-    assert answers[2].abstained and answers[3].abstained
+    # The two questions the corpus cannot answer are refused, or answered only by the sources'
+    # own sentences under a notice: never by the model's guess.
+    for answer in answers[2:]:
+        assert answer.abstained or answer.backend == "extractive", answer
 
 
 @pytest.mark.e2e
