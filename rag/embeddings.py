@@ -75,7 +75,27 @@ def resolve_model_path(name: str) -> Path:
     return path
 
 
-class SentenceEmbedding(BaseEmbedding):
+class EncoderEmbedding(BaseEmbedding):
+    """llama-index's embedding interface over one `encode(texts) -> (n, dim) array` method: the
+    one adapter every encoder here (torch, ONNX, the tests' hash embedder) shares."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self.encode([query])[0].tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self.encode([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self.encode(texts).tolist()
+
+
+class SentenceEmbedding(EncoderEmbedding):
     """A local sentence-transformers model, normalised vectors, loaded once per process."""
 
     max_tokens: int = 256
@@ -139,18 +159,6 @@ class SentenceEmbedding(BaseEmbedding):
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self.encode([query])[0].tolist()
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self.encode([text])[0].tolist()
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self.encode(texts).tolist()
 
 
 _CACHE: dict[tuple[str, str, int, int | None], BaseEmbedding] = {}

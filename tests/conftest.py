@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from llama_index.core.base.embeddings.base import BaseEmbedding
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -34,13 +33,14 @@ from openai_server import FakeOpenAI  # noqa: E402
 
 from bench.common import free_port, start_chroma, stop_process  # noqa: E402
 from rag import Assistant, Settings  # noqa: E402
+from rag.embeddings import EncoderEmbedding  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "rag" / "data" / "corpus"
 LRA_TITLE = "Long Range Arena: A Benchmark for Efficient Transformers"
 
 
-class HashEmbedding(BaseEmbedding):
+class HashEmbedding(EncoderEmbedding):
     """A tiny deterministic bag-of-words embedder: same words -> similar vectors. Offline, instant."""
 
     dim: int = 64
@@ -61,15 +61,6 @@ class HashEmbedding(BaseEmbedding):
             if not norm:
                 out[i, 0] = 1.0
         return out
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self.encode([query])[0].tolist()
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self.encode([text])[0].tolist()
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
-from rag.embeddings import resolve_model_path
+from rag.embeddings import EncoderEmbedding, resolve_model_path
 from rag.errors import EmbeddingError
 from rag.onnx_embed.build import RECIPE, Quantize, ensure_model
 from rag.onnx_embed.session import feed, load_tokenizer, mean_pool, open_session, pad
@@ -28,7 +27,7 @@ from rag.settings import BUNDLED_MODEL
 _PIECES_KEPT = 8192  # counted texts whose word pieces `encode` may reuse (~3 ingest batches)
 
 
-class OnnxEmbedding(BaseEmbedding):
+class OnnxEmbedding(EncoderEmbedding):
     """A sentence-transformers model on ONNX Runtime (int8 by default), normalised vectors."""
 
     max_tokens: int = 256
@@ -155,18 +154,6 @@ class OnnxEmbedding(BaseEmbedding):
 
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rag-encode")
             return self._pool
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self.encode([query])[0].tolist()
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self.encode([text])[0].tolist()
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self.encode(texts).tolist()
 
 
 def _pooling_mode(model_dir: Path) -> str:
