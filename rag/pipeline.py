@@ -130,11 +130,9 @@ class Pipeline:
             backend = self.fallback
             if stream and kept:
                 yield "\n\n"
-            kept = []
-            raw = backend.generate(standalone, sources)
-            for shown in self._verified(iter([raw]), standalone, sources, kept, timings, t):
-                if stream:
-                    yield shown
+            kept, shown = self._extractive(standalone, sources, timings, t)
+            if stream:
+                yield from shown
         if (
             backend.name != self.fallback.name
             and self.settings.unverified_answer == "extractive"
@@ -143,9 +141,7 @@ class Pipeline:
             # Nothing the model wrote survived verification. The evidence gate already judged
             # the question worth answering, so the sources' own sentences get their turn; the
             # extractive backend abstains by its own answerability model.
-            rescued: list[Sentence] = []
-            raw = self.fallback.generate(standalone, sources)
-            shown = list(self._verified(iter([raw]), standalone, sources, rescued, timings, t))
+            rescued, shown = self._extractive(standalone, sources, timings, t)
             if any(s.supported for s in rescued):
                 base["notice"] = base["notice"] or (
                     "The model's answer could not be checked against the sources; "
@@ -164,6 +160,15 @@ class Pipeline:
             backend=backend.name,
             **base,
         )
+
+    def _extractive(
+        self, question: str, sources: list[Source], timings: dict[str, float], started: float
+    ) -> tuple[list[Sentence], list[str]]:
+        """The fallback backend's answer, verified: its judged sentences and what is shown."""
+        kept: list[Sentence] = []
+        raw = self.fallback.generate(question, sources)
+        shown = list(self._verified(iter([raw]), question, sources, kept, timings, started))
+        return kept, shown
 
     def _verified(
         self,
