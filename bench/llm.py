@@ -26,7 +26,6 @@ from bench.common import free_port, machine, pct, save, stop_process, table
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT / "eval" / "data" / "holdout.jsonl"
-QUESTIONS = ROOT / "eval" / "data" / "questions.jsonl"
 RUNS = ROOT / "bench" / "results" / "llm-runs"
 
 
@@ -177,7 +176,9 @@ def main(
         for split in splits:
             dataset = HOLDOUT if split == "holdout" else None
             if sample:
-                dataset = sampled(dataset or QUESTIONS, split, sample)
+                from eval.dataset import DEFAULT_DATASET
+
+                dataset = sampled(dataset or DEFAULT_DATASET, split, sample)
             out = RUNS / split
             t = time.perf_counter()
             hits_before = replies.hits if replies else 0
