@@ -216,7 +216,8 @@ def main() -> None:
     if not args.no_write:
         meta = {
             "fitted_on": "eval/data/claims.jsonl split=dev",
-            "command": "python -m eval.fit_judge",
+            "command": "python -m eval.fit_judge"
+            + (f" --threshold {args.threshold}" if args.threshold is not None else ""),
             "cv": f"{REPEATS}x{FOLDS}-fold stratified",
             "threshold_rule": f"fixed at {args.threshold} (--threshold)"
             if args.threshold is not None
