@@ -20,6 +20,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
+from rag.device import Device, best_batch, cuda_missing, resolve_device
 from rag.errors import ConfigError, EmbeddingError
 from rag.settings import BUNDLED_MODEL, Settings
 
@@ -109,15 +110,19 @@ class SentenceEmbedding(EncoderEmbedding):
     _counter: Any = PrivateAttr(default=None)
     _count_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
-    def __init__(self, model: str = BUNDLED_MODEL, batch_size: int = 64, **kwargs: Any) -> None:
+    def __init__(
+        self, model: str = BUNDLED_MODEL, batch_size: int = 64, device: str = "cpu", **kwargs: Any
+    ) -> None:
         path = resolve_model_path(model)
         try:
             import transformers
             from sentence_transformers import SentenceTransformer
 
             transformers.utils.logging.disable_progress_bar()
-            st = SentenceTransformer(str(path), device="cpu")
+            st = SentenceTransformer(str(path), device=device)
         except Exception as exc:
+            if device == "cuda":
+                raise cuda_missing("torch", f"{type(exc).__name__}: {exc}") from exc
             raise EmbeddingError(
                 f"cannot load the embedding model from {path}: {exc}; reinstall it or fix RAG_EMBED_MODEL"
             ) from exc
@@ -161,31 +166,59 @@ class SentenceEmbedding(EncoderEmbedding):
         return np.asarray(vectors, dtype=np.float32)
 
 
-_CACHE: dict[tuple[str, str, int, int | None], BaseEmbedding] = {}
-# Texts per batch when RAG_EMBED_BATCH_SIZE is empty. ONNX int8 runs one text at a time: its
-# dynamic quantisation scales activations over the whole batch, so a text batched with others
-# gets a slightly different vector (cosine down to 0.9955 between batch 1 and 16 on the bundled
-# chunks), and a re-ingest could reorder near-tied sources. One at a time, a text always gets the
-# same vector; it costs ~20% of encode time (14.5-16.4 s vs 12.1-12.6 s at 16 for 644 chunks).
-BEST_BATCH = {"onnx": 1, "torch": 64}
+_CACHE: dict[tuple[str, str, str, int | None, int | None], BaseEmbedding] = {}
+# Texts per batch when RAG_EMBED_BATCH_SIZE is empty: rag.device.BEST_BATCH, by backend and
+# device. ONNX int8 on the CPU runs one text at a time: its dynamic quantisation scales
+# activations over the whole batch, so a text batched with others gets a slightly different
+# vector (cosine down to 0.9955 between batch 1 and 16 on the bundled chunks), and a re-ingest
+# could reorder near-tied sources. One at a time, a text always gets the same vector; it costs
+# ~20% of encode time (14.5-16.4 s vs 12.1-12.6 s at 16 for 644 chunks).
 _CACHE_LOCK = threading.Lock()
 
 
 def get_embedder(settings: Settings) -> BaseEmbedding:
-    """The configured embedder, shared by every Assistant in the process (the model is ~90 MB)."""
-    batch = settings.embed_batch_size or BEST_BATCH[settings.embed_backend]
-    key = (settings.embed_model, settings.embed_backend, batch, settings.embed_threads)
+    """The configured embedder, shared by every Assistant in the process (the model is ~90 MB),
+    on the device RAG_EMBED_DEVICE resolves to (rag.device)."""
+    device = resolve_device(settings.embed_device, settings.embed_backend)
+    try:
+        return _embedder(settings, device)
+    except ConfigError:
+        if device == "cpu" or settings.embed_device == "cuda":
+            raise
+        # auto: the CUDA runtime is installed but no GPU answered; the CPU will do.
+        log.warning(
+            "no usable CUDA GPU for the %s encoder; encoding on the CPU", settings.embed_backend
+        )
+        return _embedder(settings, "cpu")
+
+
+def _embedder(settings: Settings, device: Device) -> BaseEmbedding:
+    batch = settings.embed_batch_size or best_batch(settings.embed_backend, device)
+    key = (settings.embed_model, settings.embed_backend, device, batch, settings.embed_threads)
     with _CACHE_LOCK:
         if key not in _CACHE:
             if settings.embed_backend == "onnx":
                 from rag.onnx_embed import OnnxEmbedding
 
                 _CACHE[key] = OnnxEmbedding(
-                    settings.embed_model, batch_size=batch, workers=settings.embed_threads
+                    settings.embed_model,
+                    batch_size=batch,
+                    workers=settings.embed_threads,
+                    # fp32 on a GPU (rag.device says why), the int8 build on the CPU.
+                    quantize="none" if device == "cuda" else "int8",
+                    device=device,
                 )
             else:
-                _CACHE[key] = SentenceEmbedding(settings.embed_model, batch_size=batch)
-            log.info("loaded embedding model %s (%s)", settings.embed_model, settings.embed_backend)
+                _CACHE[key] = SentenceEmbedding(
+                    settings.embed_model, batch_size=batch, device=device
+                )
+            log.info(
+                "loaded embedding model %s (%s on %s, batch %d)",
+                settings.embed_model,
+                settings.embed_backend,
+                device,
+                batch,
+            )
         return _CACHE[key]
 
 

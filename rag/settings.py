@@ -51,12 +51,24 @@ class Settings(BaseSettings):
     embed_batch_size: int | None = Field(
         None,
         ge=1,
-        description="Texts per encoder batch; empty = the backend's best (onnx 1: int8 vectors then never depend on batch mates; torch 64).",
+        description="Texts per encoder batch; empty = the backend's best (CPU: onnx 1, int8 vectors then never depend on batch mates; torch 64. GPU: 256).",
     )
     embed_threads: int | None = Field(
         None,
         ge=1,
         description="Texts the onnx encoder runs at once, one core each; empty = every core this process may use.",
+    )
+    embed_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where the encoder runs: auto = a CUDA GPU when the backend can use one "
+        "(onnxruntime-gpu or a CUDA torch), else the CPU; cuda = the GPU or a clear error; cpu. "
+        "On a GPU the onnx encoder is fp32 (its stores carry torch's fingerprint).",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="`rag ingest` encodes on a Ray cluster (extra `ray`): auto = the running "
+        "cluster (RAY_ADDRESS or this machine's), local = a private one on 127.0.0.1, or an "
+        "address (ray://head:10001); unset = encode in this process (docs/scale.md).",
     )
     chunk_tokens: int = Field(
         180,
@@ -152,7 +164,7 @@ class Settings(BaseSettings):
         "if RAG_API_KEY is set, else open on a loopback host and off on any other (docs/ui.md).",
     )
 
-    @field_validator("llm_base_url", "chroma_host", "llm_gguf", mode="before")
+    @field_validator("llm_base_url", "chroma_host", "llm_gguf", "ray_address", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

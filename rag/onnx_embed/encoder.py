@@ -19,9 +19,9 @@ import numpy as np
 from pydantic import PrivateAttr
 
 from rag.embeddings import EncoderEmbedding, resolve_model_path
-from rag.errors import EmbeddingError
+from rag.errors import ConfigError, EmbeddingError
 from rag.onnx_embed.build import RECIPE, Quantize, ensure_model
-from rag.onnx_embed.session import feed, load_tokenizer, mean_pool, open_session, pad
+from rag.onnx_embed.session import check_cuda, feed, load_tokenizer, mean_pool, open_session, pad
 from rag.settings import BUNDLED_MODEL
 
 _PIECES_KEPT = 8192  # counted texts whose word pieces `encode` may reuse (~3 ingest batches)
@@ -35,6 +35,7 @@ class OnnxEmbedding(EncoderEmbedding):
     fingerprint: str = ""
     onnx_path: str = ""
     workers: int = 1
+    device: str = "cpu"
     _session: Any = PrivateAttr(default=None)
     _pool: Any = PrivateAttr(default=None)
     _pool_lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -46,11 +47,12 @@ class OnnxEmbedding(EncoderEmbedding):
     def __init__(
         self,
         model: str = BUNDLED_MODEL,
-        batch_size: int = 1,  # see rag.embeddings.BEST_BATCH
+        batch_size: int = 1,  # see rag.device.BEST_BATCH
         *,
         quantize: Quantize = "int8",
         workers: int | None = None,
         cache_dir: Path | None = None,
+        device: str = "cpu",
         **kwargs: Any,
     ) -> None:
         model_dir = resolve_model_path(model)
@@ -62,9 +64,13 @@ class OnnxEmbedding(EncoderEmbedding):
             else 256
         )
         dim = int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
+        if device == "cuda":  # before a build that would be wasted without a GPU
+            check_cuda()
         path = ensure_model(model_dir, quantize, cache_dir)
         try:
-            session = open_session(path, 1)
+            session = open_session(path, 1, device)
+        except ConfigError:
+            raise
         except Exception as exc:
             raise EmbeddingError(
                 f"cannot load the ONNX model {path} ({exc}); delete {path.parent} so it is rebuilt"
@@ -78,7 +84,9 @@ class OnnxEmbedding(EncoderEmbedding):
             dim=dim,
             fingerprint=f"{model}:{dim}{suffix}",
             onnx_path=str(path),
-            workers=workers or len(os.sched_getaffinity(0)),
+            # One GPU runs one batch at a time; on the CPU, one text per core at once.
+            workers=1 if device == "cuda" else workers or len(os.sched_getaffinity(0)),
+            device=device,
             **kwargs,
         )
         self._session = session

@@ -29,7 +29,8 @@ def load_tokenizer(model_dir: Path, max_tokens: int | None) -> Any:
     return tok
 
 
-def open_session(path: Path, threads: int) -> Any:
+def open_session(path: Path, threads: int, device: str = "cpu") -> Any:
+    """An ORT session on the CPU, or on CUDA (an error naming the fix if CUDA is not used)."""
     import onnxruntime as ort
 
     # ORT_DISABLE_TELEMETRY=1 (set on import, rag/embeddings.py) is what stops ONNX Runtime's
@@ -43,7 +44,29 @@ def open_session(path: Path, threads: int) -> Any:
     # CPU from everything else and made single queries slower, not faster (see docs).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if device != "cuda":
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from rag.device import ONNX_CUDA, cuda_missing
+
+    check_cuda()
+    session = ort.InferenceSession(
+        str(path), options, providers=[ONNX_CUDA, "CPUExecutionProvider"]
+    )
+    # ORT falls back to the CPU silently when the CUDA provider cannot start (no GPU, no driver).
+    if ONNX_CUDA not in session.get_providers():
+        raise cuda_missing("onnx", "onnxruntime's CUDA provider found no usable GPU")
+    return session
+
+
+def check_cuda() -> None:
+    """A ConfigError naming the fix unless onnxruntime has its CUDA provider (without it, ORT
+    would only warn and run on the CPU)."""
+    import onnxruntime as ort
+
+    from rag.device import ONNX_CUDA, cuda_missing
+
+    if ONNX_CUDA not in ort.get_available_providers():
+        raise cuda_missing("onnx", "onnxruntime lists no CUDA provider: it is the CPU-only wheel")
 
 
 def pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
