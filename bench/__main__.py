@@ -1,7 +1,7 @@
 """`python -m bench NAME [options]`: benchmarks that print a table and write bench/results/NAME.json.
 
     python -m bench fidelity                 # ONNX int8 / fp32 vs torch: cosine, speed, hit@1/MRR
-    python -m bench ingest [--rounds 2] [--synthetic 1000]
+    python -m bench ingest [--rounds 2] [--synthetic 1000] [--device auto|cpu|cuda]
     python -m bench retrieve [--sizes 1000,10000,100000,1000000] [--phase grow|measure|all]
     python -m bench startup
     python -m bench llm [--splits dev,test,holdout] [--limit N] [--cache F]   # rag eval through the local LLM
@@ -22,6 +22,12 @@ def main() -> None:
     ingest = sub.add_parser("ingest", help="ingest throughput vs llama-index")
     ingest.add_argument("--rounds", type=int, default=2)
     ingest.add_argument("--synthetic", type=int, default=0, help="also N recombined abstracts")
+    ingest.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="RAG_EMBED_DEVICE for rag's pipelines (cuda: the GPU figure in docs/performance.md)",
+    )
     retrieve = sub.add_parser("retrieve", help="latency, memory, recall at 1k..1M chunks")
     retrieve.add_argument("--sizes", default="1000,10000,100000")
     retrieve.add_argument("--queries", type=int, default=100)
@@ -59,7 +65,7 @@ def main() -> None:
     elif args.name == "ingest":
         from bench import ingest
 
-        ingest.main(args.rounds, args.synthetic)
+        ingest.main(args.rounds, args.synthetic, args.device)
     elif args.name == "retrieve":
         from bench import retrieve
 

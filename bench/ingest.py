@@ -18,16 +18,22 @@ from bench.common import run_worker, save, synthetic_records, table, write_jsonl
 PIPELINES = ("llama-index", "rag-torch", "rag-onnx")
 
 
-def _run(pipeline: str, corpus: Path | None, texts: Path, workdir: Path) -> dict[str, Any]:
+def _run(
+    pipeline: str, corpus: Path | None, texts: Path, workdir: Path, device: str = "auto"
+) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"{pipeline}-", dir=workdir))
     args: dict[str, Any] = {"data_dir": str(data_dir), "corpus": str(corpus) if corpus else None}
     if pipeline == "llama-index":
         return run_worker("llama_ingest", args)
     backend = pipeline.removeprefix("rag-")
-    return run_worker("rag_ingest", {**args, "backend": backend, "texts": str(texts)})
+    return run_worker(
+        "rag_ingest", {**args, "backend": backend, "texts": str(texts), "device": device}
+    )
 
 
-def measure(corpus_name: str, corpus: Path | None, rounds: int, workdir: Path) -> dict[str, Any]:
+def measure(
+    corpus_name: str, corpus: Path | None, rounds: int, workdir: Path, device: str = "auto"
+) -> dict[str, Any]:
     # The chunk texts, for the bare encoder run before each ingest (made in a process of its own).
     texts = workdir / f"texts-{corpus.stem if corpus else 'bundled'}.json"
     run_worker(
@@ -42,13 +48,14 @@ def measure(corpus_name: str, corpus: Path | None, rounds: int, workdir: Path) -
     for r in range(rounds):
         order = PIPELINES if r % 2 == 0 else tuple(reversed(PIPELINES))
         for pipeline in order:
-            result = _run(pipeline, corpus, texts, workdir)
+            result = _run(pipeline, corpus, texts, workdir, device)
             result["round"] = r
             runs[pipeline].append(result)
             print(
                 f"  {corpus_name} round {r + 1}/{rounds} {pipeline}: "
                 f"{result['papers'] / result['seconds_total']:.2f} abstracts/s wall, "
-                f"{result['seconds_total']:.1f} s",
+                f"{result['chunks'] / result['seconds_total']:.1f} chunks/s, "
+                f"{result['seconds_total']:.1f} s on {result.get('device', 'cpu')}",
                 flush=True,
             )
     summary: dict[str, Any] = {}
@@ -58,6 +65,7 @@ def measure(corpus_name: str, corpus: Path | None, rounds: int, workdir: Path) -
             "papers": results[0]["papers"],
             "chunks": results[0]["chunks"],
             "model_tokens": results[0]["model_tokens"],
+            "device": results[0].get("device", "cpu"),
         }
         s["abstracts_per_s"] = statistics.median(x["papers"] / x["seconds_total"] for x in results)
         s["chunks_per_s"] = statistics.median(x["chunks"] / x["seconds_total"] for x in results)
@@ -84,7 +92,18 @@ def measure(corpus_name: str, corpus: Path | None, rounds: int, workdir: Path) -
     return {"summary": summary, "runs": runs}
 
 
-def main(rounds: int = 2, synthetic: int = 0) -> None:
+def main(rounds: int = 2, synthetic: int = 0, device: str = "auto") -> None:
+    """`device` is RAG_EMBED_DEVICE for rag's pipelines (llama-index picks its own: CUDA when
+    torch has it); `--device cuda` fails at once, saying why, where there is no GPU."""
+    if device == "cuda":
+        from rag.device import resolve_device
+        from rag.errors import ConfigError
+
+        try:
+            for backend in ("onnx", "torch"):
+                resolve_device("cuda", backend)
+        except ConfigError as exc:
+            raise SystemExit(f"bench ingest --device cuda: {exc}") from exc
     workdir = Path(tempfile.mkdtemp(prefix="rag-bench-ingest-"))
     # Build the ONNX model before timing anything (a one-time cost per machine, reported apart).
     first = run_worker("onnx_build", {})
@@ -92,14 +111,19 @@ def main(rounds: int = 2, synthetic: int = 0) -> None:
     if synthetic:
         path = write_jsonl(synthetic_records(synthetic, seed=7), workdir / "synthetic.jsonl")
         corpora.append((f"synthetic ({synthetic} abstracts)", path))
-    results: dict[str, Any] = {"onnx_build": first, "rounds": rounds, "corpora": {}}
+    results: dict[str, Any] = {
+        "onnx_build": first,
+        "rounds": rounds,
+        "device": device,
+        "corpora": {},
+    }
     for name, path in corpora:
-        results["corpora"][name] = measure(name, path, rounds, workdir)
+        results["corpora"][name] = measure(name, path, rounds, workdir, device)
         rows = []
         for pipeline, s in results["corpora"][name]["summary"].items():
             rows.append(
                 [
-                    pipeline,
+                    f"{pipeline} ({s['device']})",
                     s["papers"],
                     s["chunks"],
                     s["model_tokens"],

@@ -63,6 +63,7 @@ def rag_ingest(args: dict[str, Any]) -> dict[str, Any]:
     settings = Settings(
         data_dir=Path(args["data_dir"]),
         embed_backend=args["backend"],
+        embed_device=args.get("device", "auto"),
         llm="extractive",
         _env_file=None,
     )
@@ -113,6 +114,8 @@ def rag_ingest(args: dict[str, Any]) -> dict[str, Any]:
         "seconds_ingest_pipeline": report.seconds,
         "cpu_seconds_ingest": cpu_ingest,
         "fingerprint": embedder.fingerprint,
+        "device": getattr(embedder, "device", "cpu"),
+        "batch_size": embedder.embed_batch_size,
         **bare,
     }
 
