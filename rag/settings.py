@@ -7,10 +7,10 @@ Every field is documented here and mirrored, with its default, in `.env.example`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="Bearer token required by the API when set."
     )
+    api_cors_origins: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Web origins allowed to call /v1 from a browser (CORS), comma-separated, "
+        "e.g. https://app.example.com,http://localhost:3000; * = any; empty = none.",
+    )
     max_upload_mb: float = Field(20.0, gt=0, description="Largest corpus file accepted by the UI.")
     ui_ingest: Literal["auto", "key", "open", "off"] = Field(
         "auto",
@@ -168,6 +173,17 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        """"a, b" (the environment) or a list -> origins without a trailing slash; none = None."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            origins = [str(o).strip().rstrip("/") for o in value if str(o).strip()]
+            return origins or None
+        return value
 
     @field_validator("openai_api_key", "api_key", mode="before")
     @classmethod

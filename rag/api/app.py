@@ -1,8 +1,7 @@
-"""The FastAPI app: the model ids, the error handlers and the routes.
+"""The FastAPI app: the error handlers, the middleware and the routes.
 
-    create_api(assistant) ─► BearerAuth, BodyLimit (rag.api.gate) ─► routes:
-        POST /v1/chat/completions ─► Engines.get(model) ─► answer (worker thread)
-            ─► chat.completion JSON, or SSE chat.completion.chunk events + `data: [DONE]`
+    create_api(assistant) ─► ApiCORS (RAG_API_CORS_ORIGINS) ─► BearerAuth, BodyLimit (rag.api.gate)
+        ─► routes: POST /v1/chat/completions, POST /v1/completions (rag.api.completions),
         GET /v1/models, GET /v1/models/{id}, GET /healthz, and an OpenAI-style 404 for the rest
 
 Every error leaves as an OpenAI-style error object, never a traceback, with the keys scrubbed.
@@ -11,108 +10,28 @@ Every error leaves as an OpenAI-style error object, never a traceback, with the 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.api.gate import BearerAuth, BodyLimit, bearer_ok, unauthorized
-from rag.api.replies import rag_field, reply_text, split_messages, sse, usage, words
-from rag.api.schemas import (
-    RAG_ERRORS,
-    APIError,
-    ChatRequest,
-    error_response,
-    slug,
-    validation_error,
-)
+from rag.api.completions import add_completion_routes
+from rag.api.engines import Engines
+from rag.api.gate import ApiCORS, BearerAuth, BodyLimit, bearer_ok, unauthorized
+from rag.api.problems import validation_error
+from rag.api.schemas import RAG_ERRORS, APIError, error_response, slug
 from rag.assistant import Assistant
 from rag.errors import RagError
-from rag.types import Answer
-from rag.verify import Verifier
 
 log = logging.getLogger("rag.api")  # the name its records had before the split
-
-EXTRACTIVE_MODEL = "rag-extractive"
-
-# ask(question, top_k, *, history=None) -> Answer
-Ask = Callable[..., Answer]
-
-
-# ----------------------------------------------------------------------------------- engines
-class Engines:
-    """Model id -> how it is answered (one id per answer backend).
-
-    The configured backend's id is `Assistant.ask`; the extractive id, when another backend is
-    configured, is the same assistant's pipeline over its extractive backend
-    (`Assistant.pipeline(backend)`): it shares the store, embedder and retriever, so an ingest
-    through the assistant (e.g. a UI upload) is seen there too."""
-
-    def __init__(self, assistant: Assistant) -> None:
-        self.assistant = assistant
-        self._verifier: Verifier | None = None
-        self._lock = threading.Lock()
-        self.created = int(time.time())
-        kind = assistant.settings.resolved_llm
-        self.default = {
-            "openai": f"rag-{assistant.settings.llm_model}",
-            "local": "rag-local",
-        }.get(kind, EXTRACTIVE_MODEL)
-        self.ids = [EXTRACTIVE_MODEL] + ([self.default] if self.default != EXTRACTIVE_MODEL else [])
-
-    def get(self, model: str | None) -> tuple[str, Ask]:
-        model = model or self.default
-        if model not in self.ids:
-            raise APIError(
-                404,
-                f"the model '{model}' does not exist; use one of: {', '.join(self.ids)} "
-                "(GET /v1/models lists them)",
-                param="model",
-                code="model_not_found",
-            )
-        if model == self.default:
-            return model, self.assistant.ask
-        return model, self._ask_extractive
-
-    def _ask_extractive(
-        self, question: str, top_k: int | None = None, *, history: Any = None
-    ) -> Answer:
-        """The extractive answer (the question is already checked by `split_messages`)."""
-        assistant = self.assistant
-        pipeline = assistant.pipeline(assistant.extractive)
-        if assistant.settings.verify_judge == "llm":
-            # The LLM judge is the configured chat backend's; extractive answers are judged
-            # offline, as an assistant configured for the extractive backend judges them.
-            pipeline = replace(pipeline, verifier=self._offline_verifier())
-        answer = None
-        for item in pipeline.run(question, top_k, history=history, stream=False):
-            if isinstance(item, Answer):
-                answer = item
-        assert answer is not None
-        return answer
-
-    def _offline_verifier(self) -> Verifier:
-        with self._lock:
-            if self._verifier is None:
-                settings = self.assistant.settings
-                self._verifier = Verifier(self.assistant.embedder, policy=settings.unsupported)
-            return self._verifier
-
-    def card(self, model: str) -> dict[str, Any]:
-        return {"id": model, "object": "model", "created": self.created, "owned_by": "rag"}
 
 
 # ------------------------------------------------------------------------------------- app
 def create_api(assistant: Assistant) -> FastAPI:
-    """The API as a FastAPI app; `rag.server` mounts the UI on top of it at "/"."""
+    """The API as a FastAPI app; `rag_ui.server` (`rag serve`) mounts the UI on top of it at "/"."""
     settings = assistant.settings
     engines = Engines(assistant)
     secrets = [
@@ -133,6 +52,9 @@ def create_api(assistant: Assistant) -> FastAPI:
     app.add_middleware(
         BearerAuth, key=settings.api_key.get_secret_value() if settings.api_key else None
     )
+    # Outermost: a browser's preflight carries no token, and a 401 needs the CORS headers too.
+    if settings.api_cors_origins:
+        app.add_middleware(ApiCORS, origins=settings.api_cors_origins)
 
     def scrub(message: str) -> str:
         for secret in secrets:
@@ -150,7 +72,7 @@ def create_api(assistant: Assistant) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return respond(validation_error(exc))
+        return respond(validation_error(exc, request.headers.get("content-type")))
 
     @app.exception_handler(RagError)
     async def _rag_error(request: Request, exc: RagError) -> JSONResponse:
@@ -207,77 +129,10 @@ def create_api(assistant: Assistant) -> FastAPI:
         name, _ = engines.get(model)
         return engines.card(name)
 
-    @app.post("/v1/chat/completions", dependencies=guarded, tags=["chat"], response_model=None)
-    async def chat_completions(body: ChatRequest) -> JSONResponse | StreamingResponse:
-        model, ask = engines.get(body.model)
-        question, history = split_messages(body.messages)
-        started = time.perf_counter()
-        answer: Answer = await run_in_threadpool(ask, question, body.top_k, history=history or None)
-        content = reply_text(answer)
-        log.info(
-            "answered model=%s stream=%s abstained=%s backend=%s in %.2fs",
-            model,
-            body.stream,
-            answer.abstained,
-            answer.backend,
-            time.perf_counter() - started,
-        )
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        tokens = usage(question, history, content)
-        if not body.stream:
-            return JSONResponse(
-                {
-                    "id": ident,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "system_fingerprint": None,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": content, "refusal": None},
-                            "logprobs": None,
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": tokens,
-                    "rag": rag_field(answer),
-                }
-            )
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            out: dict[str, Any] = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": None,
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-            if include_usage:
-                out["usage"] = None
-            return out
-
-        async def events() -> AsyncIterator[str]:
-            yield sse(chunk({"role": "assistant", "content": ""}))
-            for word in words(content):
-                yield sse(chunk({"content": word}))
-            yield sse({**chunk({}, "stop"), "rag": rag_field(answer)})
-            if include_usage:
-                yield sse({**chunk({}), "choices": [], "usage": tokens})
-            yield sse("[DONE]")
-
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+    add_completion_routes(app, engines, guarded)
 
     # Registered last: an unknown /v1 path gets an OpenAI-style 404 instead of falling through to
-    # the UI that rag.server mounts at "/".
+    # the UI that rag_ui.server mounts at "/".
     @app.api_route(
         "/v1/{path:path}",
         methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
@@ -286,8 +141,9 @@ def create_api(assistant: Assistant) -> FastAPI:
     async def unknown(request: Request, path: str) -> None:
         raise APIError(
             404,
-            f"there is no {request.method} /v1/{path}; this API serves POST "
-            "/v1/chat/completions, GET /v1/models, GET /v1/models/{id} and GET /healthz",
+            f"there is no {request.method} /v1/{path[:100]}; this API serves POST "
+            "/v1/chat/completions, POST /v1/completions, GET /v1/models, GET /v1/models/{id} "
+            "and GET /healthz",
             code="unknown_url",
         )
 

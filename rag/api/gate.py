@@ -1,9 +1,10 @@
-"""The gate in front of every /v1 request: the bearer token first, then the body cap.
+"""The gate in front of every /v1 request: CORS, then the bearer token, then the body cap.
 
-    request ─► BearerAuth (RAG_API_KEY, constant-time) ─► BodyLimit (declared and counted bytes)
+    request ─► ApiCORS (RAG_API_CORS_ORIGINS; Starlette's CORSMiddleware, /v1 only)
+            ─► BearerAuth (RAG_API_KEY, constant-time) ─► BodyLimit (declared and counted bytes)
             ─► routing, parsing, validation (rag.api.app)
 
-Both are plain ASGI middleware, so they act before FastAPI reads, routes or validates anything.
+All are plain ASGI middleware, so they act before FastAPI reads, routes or validates anything.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hmac
 from collections.abc import Callable, Sequence
 
 from fastapi.responses import JSONResponse
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag.api.schemas import MAX_BODY_BYTES, APIError, error_response
@@ -38,6 +40,33 @@ def bearer_ok(headers: Sequence[tuple[bytes, bytes]], key: str) -> bool:
         return False
     scheme, _, token = values[0].strip().partition(b" ")
     return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key.encode())
+
+
+class ApiCORS:
+    """Starlette's CORSMiddleware for /v1 only (the UI mounted at "/" stays same-origin).
+
+    A preflight (OPTIONS with Access-Control-Request-Method) from an allowed origin is answered
+    here, before the token check (browsers send no Authorization on a preflight); every /v1
+    response to an allowed origin, errors and 401s included, carries Access-Control-Allow-Origin.
+    Any request header is allowed (the openai JS client sends its own `x-stainless-*` ones);
+    credentials (cookies) are not, as the API's auth is a bearer token."""
+
+    def __init__(self, app: ASGIApp, origins: Sequence[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            allow_credentials=False,
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_api_path(scope["path"]):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class BearerAuth:

@@ -2,7 +2,9 @@
 
     messages ─► split_messages: the last user message is the question, earlier user/assistant
                 turns the history (a "Sources:" list this API wrote becomes the turn's sources)
-    Answer   ─► reply_text (answer + "Sources:" list), rag_field (the extra `rag` object),
+    prompt   ─► check_question (the legacy completions' prompt is the question)
+    Answer   ─► reply_text (answer + "Sources:" list; a fallback notice line first when the
+                LLM-backed model fell back), rag_field (the extra `rag` object),
                 usage (tiktoken counts), SSE pieces (one word each)
 
 Pure functions of their input: no I/O, no engine.
@@ -20,6 +22,13 @@ from rag.chunking import count_tiktoken
 from rag.types import Answer, Source
 
 SOURCES_HEADER = "Sources:"
+# The first line of a reply whose LLM-backed model fell back to the extractive answer (the model
+# failed, or nothing it wrote held up against the sources): every client shows the content.
+FALLBACK_NOTE = (
+    "Note: the language model behind {model} gave no usable answer, so this is the extractive "
+    "answer ({extractive}): sentences quoted from the sources."
+)
+_FALLBACK_LINE = re.compile(r"\ANote: the language model behind \S+ gave no usable answer[^\n]*\n+")
 
 _SOURCES_BLOCK = re.compile(r"\n\s*\n" + SOURCES_HEADER + r"\n((?:\[\d+\][^\n]*(?:\n|$))+)\s*$")
 _SOURCE_LINE = re.compile(r"^\[(\d+)\]\s*(.*?)(?:\s+\((\d{4}-\d{2}-\d{2})\))?\s*$")
@@ -52,34 +61,45 @@ def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str,
                 param=f"messages.{i}.content",
                 code="invalid_text",
             )
-    question = " ".join(messages[last].text.split())
-    if not question:
-        raise APIError(
-            400,
-            "the last user message is empty; put your question in it",
-            param=f"messages.{last}.content",
-            code="empty_question",
-        )
-    if len(question) > MAX_QUESTION_CHARS:
-        raise APIError(
-            400,
-            f"the question (last user message) is {len(question):,} characters; the limit is "
-            f"{MAX_QUESTION_CHARS:,}, shorten it",
-            param=f"messages.{last}.content",
-            code="question_too_long",
-        )
+    question = check_question(messages[last].text, f"messages.{last}.content", "last user message")
     history: list[dict[str, Any]] = []
     for message in messages[:last]:
         if message.role not in ("user", "assistant") or not message.text.strip():
             continue
         turn: dict[str, Any] = {"role": message.role, "content": message.text}
         if message.role == "assistant":
-            body, titles = split_sources_block(message.text)
+            body, titles = split_sources_block(_FALLBACK_LINE.sub("", message.text, count=1))
             turn["content"] = body
             if titles:
                 turn["sources"] = titles
         history.append(turn)
     return question, history
+
+
+def check_question(text: str, param: str, what: str) -> str:
+    """The question with its whitespace collapsed; a 400 when it is empty or too long."""
+    question = " ".join(text.split())
+    if not question:
+        raise APIError(
+            400, f"the {what} is empty; put your question in it", param=param, code="empty_question"
+        )
+    if len(question) > MAX_QUESTION_CHARS:
+        raise APIError(
+            400,
+            f"the question ({what}) is {len(question):,} characters; the limit is "
+            f"{MAX_QUESTION_CHARS:,}, shorten it",
+            param=param,
+            code="question_too_long",
+        )
+    if bad := _SURROGATE.search(question):
+        raise APIError(
+            400,
+            f"the {what} holds a lone surrogate (U+{ord(bad.group()):04X}), which is not a "
+            "character; send the text as valid UTF-8 (fix the \\u escape)",
+            param=param,
+            code="invalid_text",
+        )
+    return question
 
 
 def split_sources_block(text: str) -> tuple[str, list[str]]:
@@ -103,17 +123,19 @@ def cited_numbers(answer: Answer) -> set[int]:
     return numbers | {int(n) for n in _CITATION.findall(answer.text)}
 
 
-def reply_text(answer: Answer) -> str:
-    """The verified answer plus the cited sources, for clients that ignore the `rag` field."""
+def reply_text(answer: Answer, note: str | None = None) -> str:
+    """The verified answer plus the cited sources, for clients that ignore the `rag` field;
+    `note` (the fallback notice) is its first line."""
+    head = f"{note}\n\n" if note else ""
     if answer.abstained:
-        return answer.text
+        return head + answer.text
     cited = [s for s in answer.sources if s.number in cited_numbers(answer)]
     if not cited:
-        return answer.text
+        return head + answer.text
     lines = [
         f"[{s.number}] {s.title}" + (f" ({s.published})" if s.published else "") for s in cited
     ]
-    return f"{answer.text}\n\n{SOURCES_HEADER}\n" + "\n".join(lines)
+    return f"{head}{answer.text}\n\n{SOURCES_HEADER}\n" + "\n".join(lines)
 
 
 def rag_field(answer: Answer) -> dict[str, Any]:
@@ -151,7 +173,7 @@ def rag_field(answer: Answer) -> dict[str, Any]:
     }
 
 
-def usage(question: str, history: list[dict[str, Any]], content: str) -> dict[str, int]:
+def usage(question: str, history: Sequence[dict[str, Any]], content: str) -> dict[str, int]:
     prompt = count_tiktoken(question) + sum(count_tiktoken(m["content"]) for m in history)
     completion = count_tiktoken(content)
     return {

@@ -1,10 +1,11 @@
-"""The OpenAI chat-completions request body, and the OpenAI-style error object.
+"""The OpenAI request bodies (chat and legacy completions), and the OpenAI-style error object.
 
-    JSON body ─► ChatRequest (pydantic: limits on messages and their size)
+    JSON body ─► ChatRequest / CompletionRequest (pydantic: limits on messages and their size, and
+                 OpenAI's types and ranges on the sampling fields that are accepted and ignored)
     any failure ─► APIError ─► {"error": {message, type, param, code}} with its HTTP status
 
-FastAPI's own 422 (a body that does not validate) is turned into OpenAI's 400 here too, with the
-first problem and where it is.
+FastAPI's own 422 (a body that does not validate) is turned into OpenAI's 400 here too
+(rag.api.problems words it), with the first problem and where it is.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,6 +22,7 @@ MAX_MESSAGES = 50
 MAX_MESSAGE_CHARS = 8_000
 MAX_QUESTION_CHARS = 2_000  # what Assistant accepts, after whitespace is collapsed
 MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_PROMPTS = 8  # prompts one /v1/completions request may carry (each is answered in turn)
 
 
 # ------------------------------------------------------------------------------------ request
@@ -61,17 +62,57 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatRequest(BaseModel):
-    """The OpenAI chat-completions body. Sampling parameters (temperature, max_tokens, ...) are
-    accepted and ignored: the answer is whatever survives verification."""
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = "answer"
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """`text`, `json_object`, or `json_schema` (rag.api.structured builds the JSON answer)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
+class Sampling(BaseModel):
+    """Fields every OpenAI completion body may carry. They are checked as OpenAI checks them (a
+    wrong type or range is a 400) and then ignored: the answer is whatever survives verification,
+    never sampled, never cut to `max_tokens`."""
 
     model_config = ConfigDict(extra="allow")
     model: str | None = Field(None, description="A /v1/models id; unset = the configured backend.")
-    messages: list[ChatMessage]
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice is ever produced.")
     top_k: int | None = Field(None, ge=1, le=50, description="rag extension: sources to retrieve.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    stop: str | list[str] | None = Field(None, max_length=4)
+    user: str | None = None
+    logit_bias: dict[str, float] | None = None
+
+
+class ChatRequest(Sampling):
+    """The OpenAI chat-completions body."""
+
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
     @field_validator("messages")
     @classmethod
@@ -81,6 +122,29 @@ class ChatRequest(BaseModel):
                 f"{len(value)} messages sent; the limit is {MAX_MESSAGES}, drop the oldest turns"
             )
         return value
+
+
+class CompletionRequest(Sampling):
+    """The legacy text-completions body: the prompt is the question (one, or a list of them)."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=1)
+    logprobs: int | None = Field(None, ge=0, le=5)
+
+    @field_validator("prompt")
+    @classmethod
+    def _text_prompts(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(not isinstance(p, str) for p in value):
+            raise ValueError("token-id prompts are not supported; send the prompt as text")
+        if isinstance(value, list) and not 1 <= len(value) <= MAX_PROMPTS:
+            raise ValueError(f"send 1 to {MAX_PROMPTS} prompts; {len(value)} were sent")
+        return value
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------- errors
@@ -118,32 +182,6 @@ def error_response(err: APIError, *, close: bool = False) -> JSONResponse:
     if close:  # the rest of the request body is never read, so the connection cannot be reused
         headers["Connection"] = "close"
     return JSONResponse(body, status_code=err.status, headers=headers)
-
-
-def validation_error(exc: RequestValidationError) -> APIError:
-    """FastAPI's 422 becomes OpenAI's 400 with the first problem and where it is."""
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    if first.get("type") == "json_invalid":
-        return APIError(
-            400,
-            "the request body is not valid JSON; send a JSON object with `model` and `messages`",
-            code="invalid_json",
-        )
-    if first.get("type") == "missing" and not loc:
-        return APIError(
-            400,
-            "the request body is empty; send a JSON object with `model` and `messages`",
-            code="invalid_body",
-        )
-    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    where = f" at `{param}`" if param else ""
-    return APIError(
-        400, f"invalid request{where}: {message}{more}", param=param, code="invalid_value"
-    )
 
 
 def slug(text: str) -> str:
