@@ -291,11 +291,13 @@ class Assistant:
         *,
         filters: Filters | None = None,
         history: Sequence[Any] | None = None,
+        categories: Sequence[str] | None = None,
     ) -> Answer:
-        """Answer one question (optionally as a follow-up in a conversation)."""
+        """Answer one question (optionally as a follow-up in a conversation). `categories`
+        (arXiv codes or names: "cs.CL", "Machine Learning") keeps papers in any of them."""
         answer = None
         for item in self.ask_stream(
-            question, top_k, filters=filters, history=history, stream=False
+            question, top_k, filters=filters, history=history, stream=False, categories=categories
         ):
             if isinstance(item, Answer):
                 answer = item
@@ -314,9 +316,15 @@ class Assistant:
         filters: Filters | None = None,
         history: Sequence[Any] | None = None,
         stream: bool = True,
+        categories: Sequence[str] | None = None,
     ) -> Iterator[str | Answer]:
         """Yield verified text pieces as the backend produces them, then the final `Answer`."""
         question = _check_question(question)
+        if categories:
+            from rag.arxiv import resolve
+
+            codes = resolve(list(categories))
+            filters = (filters or Filters()).model_copy(update={"categories": codes})
         yield from self.pipeline().run(
             question, top_k, filters=filters, history=history, stream=stream
         )

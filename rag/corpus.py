@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from rag.errors import CorpusError
-from rag.loaders import SUPPORTED, load_csv, load_daily_papers, load_json
+from rag.loaders import SUPPORTED, OnRead, load_csv, load_daily_papers, load_json
 from rag.loaders import load_file as _load_file
 from rag.records import Limits, clean_text, is_title_id, normalize_title, title_id
 from rag.types import Paper
@@ -90,14 +90,14 @@ def _expand(path: Path) -> Iterator[Path | CorpusError]:
 
 
 def load_file(
-    path: Path, *, max_chars: int = 20_000, max_id_chars: int = 256
+    path: Path, *, max_chars: int = 20_000, max_id_chars: int = 256, on_read: OnRead = None
 ) -> Iterator[Paper | CorpusError]:
     """One file's records and errors. Never raises: a file that cannot be read, or that trips
     its loader part-way, ends with one error naming it; the records before that are kept."""
     file = str(path)
     last = 0  # line of the last record read, to say how far the file was read
     try:
-        for item in _load_file(path, limits=Limits(max_chars, max_id_chars)):
+        for item in _load_file(path, limits=Limits(max_chars, max_id_chars), on_read=on_read):
             last = item.line or last
             yield item
     except OSError as exc:
@@ -130,55 +130,61 @@ class LoadResult:
 
 
 def iter_corpus(
-    paths: Iterable[Path], *, max_chars: int = 20_000, max_id_chars: int = 256
+    paths: Iterable[Path],
+    *,
+    max_chars: int = 20_000,
+    max_id_chars: int = 256,
+    on_read: OnRead = None,
 ) -> Iterator[Paper | CorpusError | None]:
     """Stream papers and errors from many files, deduped; `None` marks a skipped duplicate.
 
-    A paper kept from one dump gets the author count and date that only a duplicate of it in
-    another dump carries (a metadata-only pre-pass, so the papers themselves still stream).
+    One pass over each file, in memory bounded by a record, except the dedupe index: a few
+    dozen bytes per paper (its id, and hashes of its title and abstract), not the papers. A paper
+    kept from one Daily Papers dump gets the author count and date that only a duplicate of it in
+    another dump carries: those dumps (.txt, a few hundred entries each) are read by a metadata
+    pre-pass first; JSON and CSV files, which carry their metadata on the record, are not.
+    `on_read` is told the bytes of each block the main pass reads.
     """
     paths = list(paths)
     extra = _duplicate_metadata(paths, max_chars, max_id_chars)
-    seen_ids: dict[str, Paper] = {}
-    seen_titles: dict[str, Paper] = {}  # normalised title -> first paper with it
+    seen = _Seen()
     for item in iter_files(paths):
         if isinstance(item, CorpusError):
             yield item
             continue
         empty = True
-        for rec in load_file(item, max_chars=max_chars, max_id_chars=max_id_chars):
+        for rec in load_file(item, max_chars=max_chars, max_id_chars=max_id_chars, on_read=on_read):
             empty = False
             if isinstance(rec, CorpusError):
                 yield rec
                 continue
             key = normalize_title(rec.title)
-            first = seen_ids.get(rec.id)
-            if first is None and (same := seen_titles.get(key)) is not None:
+            title, abstract = hash(key), hash(rec.abstract)
+            first_id = rec.id if rec.id in seen.ids else None
+            if first_id is None and (same := seen.titles.get(title)) is not None:
                 # By title only when one of the two has no id of its own: ids win.
-                first = same if is_title_id(rec.id) or is_title_id(same.id) else None
-            if first is None:
+                first_id = same if is_title_id(rec.id) or is_title_id(same) else None
+            if first_id is None:
                 for name, value in _metadata_for(extra, rec, key).items():
                     if not getattr(rec, name):
                         setattr(rec, name, value)
-                seen_ids[rec.id] = rec
-                seen_titles.setdefault(key, rec)
+                seen.add(rec, title, abstract)
                 yield rec
-            elif (
-                first.abstract != rec.abstract
-                and first.id == rec.id
-                and normalize_title(first.title) != key  # "LRA" and "lra" are one paper
-            ):
+                continue
+            first_abstract, first_title, where = seen.ids[first_id]
+            if first_abstract != abstract and first_id == rec.id and first_title != title:
+                # "LRA" and "lra" are one paper; these are two behind one id
                 yield CorpusError(
-                    f"id '{rec.id}' was already used by {first.source}:{first.line} for a different "
+                    f"id '{rec.id}' was already used by {seen.where(where)} for a different "
                     "paper; give each paper its own id",
                     file=rec.source,
                     line=rec.line,
                 )
-            elif first.abstract != rec.abstract and first.id == rec.id and not is_title_id(rec.id):
+            elif first_abstract != abstract and first_id == rec.id and not is_title_id(rec.id):
                 # Two versions of one explicit id: keeping either silently could keep the stale one.
                 yield CorpusError(
                     f"id '{rec.id}' appears again with a different abstract (first at "
-                    f"{first.source}:{first.line}); keep one version of the record",
+                    f"{seen.where(where)}); keep one version of the record",
                     file=rec.source,
                     line=rec.line,
                 )
@@ -191,6 +197,26 @@ def iter_corpus(
             )
 
 
+class _Seen:
+    """The papers kept so far, as little as deduplication needs: id -> (hash of the abstract,
+    hash of the normalised title, where it was read), and title hash -> id. Python's string hash
+    (64 bits): two different papers collide with odds of about N²/2⁶⁵ (1 in 5 million at 2.8M)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, tuple[int, int, int]] = {}
+        self.titles: dict[int, str] = {}
+        self._sources: dict[str, int] = {}
+
+    def add(self, paper: Paper, title: int, abstract: int) -> None:
+        source = self._sources.setdefault(paper.source, len(self._sources))
+        self.ids[paper.id] = (abstract, title, (source << 40) | paper.line)
+        self.titles.setdefault(title, paper.id)
+
+    def where(self, packed: int) -> str:
+        source = next(s for s, n in self._sources.items() if n == packed >> 40)
+        return f"{source}:{packed & ((1 << 40) - 1)}"
+
+
 _META_FIELDS = ("n_authors", "published", "authors")
 Extra = dict[tuple[str, str], dict[str, object]]
 
@@ -198,10 +224,11 @@ Extra = dict[tuple[str, str], dict[str, object]]
 def _duplicate_metadata(paths: list[Path], max_chars: int, max_id_chars: int) -> Extra:
     """The first value seen of each metadata field, across all files: by ("id", paper id), by
     ("any", normalised title) and, from records without an id of their own, by ("title",
-    normalised title). Errors are reported by the main pass, which reads the same files."""
+    normalised title), from the Daily Papers dumps (.txt) only. Errors are reported by the main
+    pass, which reads the same files."""
     found: Extra = {}
     for item in iter_files(paths):
-        if isinstance(item, CorpusError):
+        if isinstance(item, CorpusError) or item.suffix.lower() != ".txt":
             continue
         for rec in load_file(item, max_chars=max_chars, max_id_chars=max_id_chars):
             if not isinstance(rec, Paper):

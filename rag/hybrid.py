@@ -315,11 +315,4 @@ def _kth_score(fused: dict[str, float], k: int, *, per_paper: bool) -> float:
 
 
 def _matches(meta: dict[str, Any], filters: Filters) -> bool:
-    year = int(meta.get("year") or 0)
-    if filters.year_from is not None and year < filters.year_from:
-        return False
-    if filters.year_to is not None and (year == 0 or year > filters.year_to):
-        return False
-    return not (
-        filters.author and filters.author.lower() not in str(meta.get("authors", "")).lower()
-    )
+    return filters.matches(meta)

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.arxiv import category_keys
 from rag.chunking import Chunker
-from rag.corpus import iter_corpus
+from rag.corpus import iter_corpus, iter_files
 from rag.embeddings import encode
 from rag.errors import CorpusError, StoreError
 from rag.store import Store, data_dir_error
@@ -30,6 +31,7 @@ from rag.types import Chunk, IngestFailure, IngestReport, Paper, PaperReplacemen
 
 log = logging.getLogger(__name__)
 
+# (papers done, papers in all: estimated from the bytes read so far, exact at the end)
 Progress = Callable[[int, int | None], None]
 PAPER_BATCH = 256
 
@@ -44,6 +46,10 @@ def paper_hash(paper: Paper, chunking: str) -> str:
             str(paper.n_authors or ""),
             chunking,
         ]
+        # arXiv fields only when present, so stores of records without them keep their hashes.
+        + ([" ".join(paper.categories)] if paper.categories else [])
+        + ([f"doi={paper.doi}"] if paper.doi else [])
+        + ([f"updated={paper.updated.isoformat()}"] if paper.updated else [])
     )
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
@@ -66,9 +72,24 @@ def chunk_metadata(paper: Paper, chunk: Chunk, phash: str, chunks: list[Chunk]) 
         "n_chunks": len(chunks),
         "first": chunks[0].id,
     }
+    if paper.categories:  # a list cannot be Chroma metadata: the text, plus a key per category
+        meta["categories"] = " ".join(paper.categories)[:2000]
+        meta.update(category_keys(paper.categories))
+    if paper.doi:
+        meta["doi"] = paper.doi
+    if paper.updated:
+        meta["updated"] = paper.updated.isoformat()
     if chunk.position == 0:
         meta["abstract"] = paper.abstract
     return meta
+
+
+def _estimate(papers: int, read: int, size: int) -> int | None:
+    """Papers in the whole input, extrapolated from those read so far and the bytes they took
+    (what a progress bar's ETA needs, without a counting pass over the files)."""
+    if not papers or not read or not size:
+        return None
+    return max(papers, round(papers * size / min(read, size)))
 
 
 def _failure(error: CorpusError) -> IngestFailure:
@@ -193,6 +214,9 @@ class Ingestor:
         alone. Batches start small so the encoder starts early."""
         started = time.perf_counter()
         report = IngestReport()
+        paths = list(paths)
+        size = sum(p.stat().st_size for p in iter_files(paths) if isinstance(p, Path))
+        read = [0, 0]  # bytes the reader has consumed, papers it has read in them
         stop = threading.Event()
         plans, writes = _Stage(stop), _Stage(stop)
         failures: list[BaseException] = []
@@ -207,9 +231,12 @@ class Ingestor:
         def produce() -> None:
             try:
                 batch: list[Paper] = []
-                size = min(4, PAPER_BATCH)
+                batch_size = min(4, PAPER_BATCH)
                 for item in iter_corpus(
-                    paths, max_chars=self.max_chars, max_id_chars=self.max_id_chars
+                    paths,
+                    max_chars=self.max_chars,
+                    max_id_chars=self.max_id_chars,
+                    on_read=lambda n: read.__setitem__(0, read[0] + n),
                 ):
                     if stop.is_set():
                         return
@@ -218,10 +245,11 @@ class Ingestor:
                     elif isinstance(item, CorpusError):
                         report.failed.append(_failure(item))
                     else:
+                        read[1] += 1
                         batch.append(item)
-                        if len(batch) >= size:
+                        if len(batch) >= batch_size:
                             hand_on(batch)
-                            batch, size = [], min(PAPER_BATCH, size * 2)
+                            batch, batch_size = [], min(PAPER_BATCH, batch_size * 2)
                 if batch:
                     hand_on(batch)
                 plans.put(_DONE)
@@ -260,7 +288,7 @@ class Ingestor:
                 vectors = encode(self.embedder, plan.new.texts) if plan.new.ids else None
                 writes.put((plan, vectors))
                 if progress:
-                    progress(written, None)
+                    progress(written, _estimate(read[1], read[0], size))
             writes.put(_DONE)
             threads[1].join()  # every batch written (or the writer failed)
         finally:

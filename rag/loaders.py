@@ -11,11 +11,13 @@ on with the next record. Record fields are checked in `rag.records`.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from rag.errors import CorpusError
 from rag.records import DEFAULT_LIMITS, Limits, clean_text, from_record, make_paper, parse_date
@@ -44,6 +46,7 @@ _GLUED = re.compile(
 )
 
 Records = Iterator[Paper | CorpusError]
+OnRead = Callable[[int], None] | None  # told the bytes of each block read
 
 
 def _is_abstract(line: str) -> bool:
@@ -74,54 +77,83 @@ def _utf16_without_bom(head: bytes) -> bool:
     )
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str | CorpusError]]:
+def _decoded_lines(path: Path, on_read: OnRead = None) -> Iterator[tuple[int, str | CorpusError]]:
     """Yield (line number, text) with a BOM dropped, CRLF handled and bad bytes reported per line.
-    UTF-16 with a byte-order mark is decoded; UTF-32, and UTF-16 without a mark, are named."""
-    data = path.read_bytes()
-    for bom, codec in _BOMS:
-        if data.startswith(bom):
-            if codec == "UTF-32":
-                yield (
-                    0,
-                    CorpusError(
-                        "this file is UTF-32 text; re-save it as UTF-8", file=str(path), line=None
-                    ),
-                )
+    UTF-16 with a byte-order mark is decoded; UTF-32, and UTF-16 without a mark, are named.
+
+    UTF-8 text is streamed a block at a time, so memory holds one line, whatever the file's size;
+    `on_read` is told the size of each block read (for progress)."""
+    with path.open("rb") as handle:
+        head = handle.read(8192)
+        if on_read:
+            on_read(len(head))
+        for bom, codec in _BOMS:
+            if head.startswith(bom):
+                if codec == "UTF-32":
+                    yield (
+                        0,
+                        CorpusError(
+                            "this file is UTF-32 text; re-save it as UTF-8",
+                            file=str(path),
+                            line=None,
+                        ),
+                    )
+                    return
+                yield from _utf16_lines(path, (head + handle.read())[len(bom) :], codec)
                 return
-            yield from _utf16_lines(path, data[len(bom) :], codec)
-            return
-    if b"\x00" in data[:8192] and _utf16_without_bom(data[:8192]):
-        yield (
-            0,
-            CorpusError(
-                "this looks like UTF-16 text without a byte-order mark; re-save it as UTF-8",
-                file=str(path),
-            ),
-        )
-        return
-    if b"\x00" in data[:8192]:
-        yield (
-            0,
-            CorpusError(
-                "this is a binary file, not text; give rag a .txt, .jsonl, .json or .csv file",
-                file=str(path),
-            ),
-        )
-        return
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
+        if b"\x00" in head and _utf16_without_bom(head):
             yield (
-                number,
+                0,
                 CorpusError(
-                    f"bytes that are not UTF-8 at column {exc.start + 1}; re-save the file as UTF-8",
+                    "this looks like UTF-16 text without a byte-order mark; re-save it as UTF-8",
                     file=str(path),
-                    line=number,
                 ),
             )
+            return
+        if b"\x00" in head:
+            yield (
+                0,
+                CorpusError(
+                    "this is a binary file, not text; give rag a .txt, .jsonl, .json or .csv file",
+                    file=str(path),
+                ),
+            )
+            return
+        if head.startswith(b"\xef\xbb\xbf"):
+            head = head[3:]
+        for number, raw in enumerate(_byte_lines(head, handle, on_read), start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield (
+                    number,
+                    CorpusError(
+                        f"bytes that are not UTF-8 at column {exc.start + 1}; re-save the file as "
+                        "UTF-8",
+                        file=str(path),
+                        line=number,
+                    ),
+                )
+
+
+def _byte_lines(
+    head: bytes, handle: BinaryIO, on_read: OnRead = None, block: int = 1 << 20
+) -> Iterator[bytes]:
+    """The lines of `head` + the rest of `handle`, split as `bytes.splitlines` splits (\\n, \\r,
+    \\r\\n), read a block at a time: a line end cut by a block boundary is joined first."""
+    rest = head
+    while True:
+        chunk = handle.read(block)
+        if on_read and chunk:
+            on_read(len(chunk))
+        data = rest + chunk
+        lines = data.splitlines(keepends=True)
+        # The last piece may be a line still being read, or a CR whose LF is in the next block.
+        rest = lines.pop() if lines and chunk and not lines[-1].endswith(b"\n") else b""
+        for line in lines:
+            yield line.rstrip(b"\r\n")  # one line end at most: splitlines cut at each
+        if not chunk:
+            return
 
 
 def _utf16_lines(path: Path, data: bytes, codec: str) -> Iterator[tuple[int, str | CorpusError]]:
@@ -133,7 +165,9 @@ def _utf16_lines(path: Path, data: bytes, codec: str) -> Iterator[tuple[int, str
     yield from enumerate(lines, start=1)
 
 
-def load_daily_papers(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
+def load_daily_papers(
+    path: Path, *, limits: Limits = DEFAULT_LIMITS, on_read: OnRead = None
+) -> Records:
     """Parse a Daily Papers page dump: title line, abstract line, optional author/date lines."""
     file = str(path)
     pending: tuple[int, str] | None = None  # a title waiting for its abstract
@@ -146,7 +180,7 @@ def load_daily_papers(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records
             yield make_paper(file=file, limits=limits, **current)
             current = None
 
-    for number, item in _decoded_lines(path):
+    for number, item in _decoded_lines(path, on_read):
         if isinstance(item, CorpusError):
             yield item
             continue
@@ -223,16 +257,23 @@ def _json_error(exc: ValueError) -> str:
     return str(exc)
 
 
-def load_json(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
+def load_json(path: Path, *, limits: Limits = DEFAULT_LIMITS, on_read: OnRead = None) -> Records:
     """JSON Lines (one record a line), or a JSON array / {"papers": [...]} document."""
     file = str(path)
-    lines = list(_decoded_lines(path))
-    texts = [t for _, t in lines if isinstance(t, str)]
-    head = next((t.strip() for t in texts if t.strip()), "")
-    first = _first_line(texts) if head.startswith(("[", "{")) else "whole"
-    # A document (an array, or an object over several lines); JSON Lines otherwise, and when
-    # the first line is too deep to read: then it alone is the error, the lines after it read.
+    stream = _decoded_lines(path, on_read)
+    lines: list[tuple[int, str | CorpusError]] = []  # up to the first line with text
+    for number, item in stream:
+        lines.append((number, item))
+        if isinstance(item, str) and item.strip():
+            break
+    head = next((t.strip() for _, t in lines if isinstance(t, str) and t.strip()), "")
+    first = _first_line([head]) if head.startswith(("[", "{")) else "whole"
+    # A document (an array, or an object over several lines) is read whole; JSON Lines, one
+    # line at a time (the arXiv snapshot: 4.5 GB). A first line too deep to read is JSON Lines:
+    # then it alone is the error, the lines after it read.
     if (head.startswith("[") and first != "deep") or first == "partial":
+        lines.extend(stream)
+        texts = [t for _, t in lines if isinstance(t, str)]
         try:
             doc = _parse_json("\n".join(texts))
         except json.JSONDecodeError as exc:
@@ -260,7 +301,7 @@ def load_json(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
         for i, rec in enumerate(records):
             yield from_record(rec, file, _approx_line(texts, i), limits)
         return
-    for number, item in lines:
+    for number, item in itertools.chain(lines, stream):
         if isinstance(item, CorpusError):
             yield item
             continue
@@ -329,11 +370,11 @@ def _csv_reason(exc: csv.Error) -> str:
     return f"malformed CSV ({text}); fix this row"
 
 
-def load_csv(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
+def load_csv(path: Path, *, limits: Limits = DEFAULT_LIMITS, on_read: OnRead = None) -> Records:
     """CSV with a header row: title and abstract (or summary) required; id, authors, date optional."""
     file = str(path)
     good: list[str] = []
-    for _number, item in _decoded_lines(path):
+    for _number, item in _decoded_lines(path, on_read):
         if isinstance(item, CorpusError):
             yield item
             good.append("")  # keep line numbers aligned
@@ -379,10 +420,10 @@ def load_csv(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
         yield CorpusError("empty CSV file; add a header row with title,abstract", file=file, line=1)
 
 
-def load_file(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Records:
+def load_file(path: Path, *, limits: Limits = DEFAULT_LIMITS, on_read: OnRead = None) -> Records:
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return load_daily_papers(path, limits=limits)
+        return load_daily_papers(path, limits=limits, on_read=on_read)
     if suffix == ".csv":
-        return load_csv(path, limits=limits)
-    return load_json(path, limits=limits)
+        return load_csv(path, limits=limits, on_read=on_read)
+    return load_json(path, limits=limits, on_read=on_read)

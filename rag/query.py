@@ -1,7 +1,9 @@
-"""Filters read from the question itself: "papers from 2023 about …", "since 2021", "recent", "by Tay".
+"""Filters read from the question itself: "papers from 2023 about …", "since 2021", "recent", "by Tay",
+"cs.LG papers on …", "in computation and language" (arXiv categories: rag.arxiv.categories_in).
 
 Deterministic and conservative: a year only counts after a preposition ("in 2023", "since 2021",
-"between 2020 and 2022"), so names like "iNaturalist-2018" or "ImageNet 2012" never become filters.
+"between 2020 and 2022") or before "papers" ("2017 papers"), so names like "iNaturalist-2018" or
+"ImageNet 2012" never become filters.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from rag.arxiv import categories_in
 from rag.retrieve import Filters
 
 _YEAR = r"((?:19|20)\d\d)"
@@ -18,7 +21,11 @@ _SINCE = re.compile(
     re.I,
 )
 _BEFORE = re.compile(rf"\b(?:before|until|up to|prior to|earlier than)\s+{_YEAR}\b", re.I)
-_IN = re.compile(rf"\b(?:in|during|published in|from|of)\s+{_YEAR}\b(?![-\w])", re.I)
+_IN = re.compile(
+    rf"\b(?:in|during|published in|from|of)\s+{_YEAR}\b(?![-\w])"
+    rf"|(?<![-\w]){_YEAR}\s+(?:papers?|articles?|preprints?|publications?)\b",  # "2017 papers"
+    re.I,
+)
 _RECENT = re.compile(r"\b(recent|latest|newest|last (?:year|two years))\b", re.I)
 _AUTHOR = re.compile(
     r"\b(?:(?:papers?|works?|articles?|studies)\s+(?:written\s+|authored\s+)?by|authored by|written by)\s+"
@@ -38,9 +45,10 @@ def parse_filters(question: str, today: dt.date | None = None) -> Filters:
     elif m := _BEFORE.search(question):
         filters.year_to = int(m.group(1)) - 1
     elif m := _IN.search(question):
-        filters.year_from = filters.year_to = int(m.group(1))
+        filters.year_from = filters.year_to = int(m.group(1) or m.group(2))
     elif _RECENT.search(question):
         filters.year_from = today.year - 2
     if m := _AUTHOR.search(question):
         filters.author = m.group(1)
+    filters.categories = categories_in(question)
     return filters

@@ -11,6 +11,7 @@ and line; nothing here raises.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import hashlib
 import math
 import re
@@ -23,6 +24,7 @@ from rag.types import Paper
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _ARXIV_VERSION = re.compile(r"v\d+$")
+_RFC2822 = re.compile(r"^(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\b")
 # No real title is this long (arXiv's longest are ~300 characters); a longer one is an abstract in
 # the title column or a broken record, and it would be copied into every chunk of the paper.
 MAX_TITLE_CHARS = 1_000
@@ -67,6 +69,11 @@ def parse_date(value: object) -> dt.date | None:
     if not value or not isinstance(value, str):
         return None
     value = value.strip()
+    if _RFC2822.match(value):  # arXiv versions: "Mon, 12 Jun 2017 17:57:34 GMT"
+        try:
+            return email.utils.parsedate_to_datetime(value).date()
+        except (TypeError, ValueError):
+            pass
     for fmt in (
         "%Y-%m-%d",
         "%b %d, %Y",
@@ -235,7 +242,9 @@ def authors_of(value: object) -> list[str] | None:
         names = []
         for item in value:
             if isinstance(item, list):  # arXiv authors_parsed: [last, first, suffix]
-                parts = [p for p in item[1:2] + item[:1] if isinstance(p, str | int) and p]
+                parts = [
+                    p for p in item[1:2] + item[:1] + item[2:3] if isinstance(p, str | int) and p
+                ]
                 names.append(clean_text(" ".join(str(p) for p in parts)))
             elif isinstance(item, dict):
                 name = item.get("name", "")
@@ -308,13 +317,11 @@ def _from_record(record: object, file: str, line: int, limits: Limits) -> Paper 
             file=file,
             line=line,
         )
-    published = None
-    for key in ("published", "date", "update_date", "created"):
-        published = published or parse_date(rec.get(key))
-    versions = rec.get("versions")
-    if published is None and isinstance(versions, list) and versions:
-        first = versions[0]
-        published = parse_date(first.get("created")) if isinstance(first, dict) else None
+    # The first version is when a paper appeared; arXiv's update_date is its last revision.
+    published = parse_date(rec.get("published")) or parse_date(rec.get("date"))
+    published = published or _first_version(rec.get("versions")) or parse_date(rec.get("created"))
+    updated = parse_date(rec.get("update_date"))
+    doi = _scalar(rec.get("doi"))
     return make_paper(
         title=rec.get("title"),
         abstract=rec.get("abstract") or rec.get("summary"),
@@ -324,6 +331,16 @@ def _from_record(record: object, file: str, line: int, limits: Limits) -> Paper 
         limits=limits,
         authors=authors,
         n_authors=len(authors) or None,
-        published=published,
+        published=published or updated,
+        updated=updated,
         categories=categories,
+        doi=clean_text(doi) or None if doi else None,
     )
+
+
+def _first_version(versions: object) -> dt.date | None:
+    """The earliest `created` of arXiv's [{"version": "v1", "created": <RFC 2822>}, ...]."""
+    if not isinstance(versions, list):
+        return None
+    dates = [parse_date(v.get("created")) for v in versions if isinstance(v, dict)]
+    return min((d for d in dates if d), default=None)

@@ -3,8 +3,9 @@
 Dense search embeds the question with the same model as the chunks and asks Chroma for several
 times `top_k` chunk ids (the HNSW search alone), keeps each paper's best chunk (the paper id is
 part of the chunk id), then reads only the chosen chunks and their papers' first chunks (which
-carry the whole abstract) by primary key. Optional filters (year range, author) are applied inside Chroma where it can
-(years) and after it where it cannot (author substrings).
+carry the whole abstract) by primary key. Optional filters (year range, author, arXiv categories)
+are applied inside Chroma where it can (years, categories: a boolean key per category) and after
+it where it cannot (author substrings).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import datetime as dt
 import logging
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from rag.arxiv import KEY_PREFIX, paper_url
 from rag.chunking import paper_of
 from rag.embeddings import encode
 from rag.store import Hit, Store
@@ -29,9 +31,17 @@ class Filters(BaseModel):
     year_from: int | None = None
     year_to: int | None = None
     author: str | None = None
+    categories: list[str] = Field(
+        default_factory=list, description="arXiv codes; a paper in any of them matches."
+    )
 
     def is_empty(self) -> bool:
-        return self.year_from is None and self.year_to is None and not self.author
+        return (
+            self.year_from is None
+            and self.year_to is None
+            and not self.author
+            and not self.categories
+        )
 
     def where(self) -> dict[str, Any] | None:
         parts: list[dict[str, Any]] = []
@@ -41,6 +51,9 @@ class Filters(BaseModel):
             parts.append({"year": {"$lte": self.year_to}})
         if self.year_from is None and self.year_to is not None:
             parts.append({"year": {"$gt": 0}})
+        if self.categories:  # one boolean key per category (rag.arxiv.category_keys)
+            cats = [{KEY_PREFIX + c: True} for c in self.categories]
+            parts.append(cats[0] if len(cats) == 1 else {"$or": cats})
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else {"$and": parts}
@@ -51,7 +64,20 @@ class Filters(BaseModel):
             out["years"] = f"{self.year_from or '…'}–{self.year_to or '…'}"
         if self.author:
             out["author"] = self.author
+        if self.categories:
+            out["categories"] = ", ".join(self.categories)
         return out
+
+    def matches(self, meta: dict[str, Any]) -> bool:
+        """The filter applied to one chunk's metadata (where Chroma's `where` was not used)."""
+        year = int(meta.get("year") or 0)
+        if self.year_from is not None and year < self.year_from:
+            return False
+        if self.year_to is not None and (year == 0 or year > self.year_to):
+            return False
+        if self.categories and not any(meta.get(KEY_PREFIX + c) for c in self.categories):
+            return False
+        return not (self.author and self.author.lower() not in str(meta.get("authors", "")).lower())
 
 
 class Retriever:
@@ -114,6 +140,9 @@ class Retriever:
                     title=str(meta.get("title", "")),
                     published=dt.date.fromisoformat(published) if published else None,
                     authors=[a for a in str(meta.get("authors", "")).split("; ") if a],
+                    categories=str(meta.get("categories") or "").split(),
+                    doi=str(meta.get("doi")) if meta.get("doi") else None,
+                    url=paper_url(pid, str(meta.get("doi") or "")),
                     snippet=str(meta.get("body") or hit.document),
                     text=str(first.get("abstract") or meta.get("body") or hit.document),
                     score=round(max(0.0, 1.0 - hit.distance), 4),

@@ -15,8 +15,12 @@ class Paper(BaseModel):
     abstract: str
     authors: list[str] = Field(default_factory=list)
     n_authors: int | None = None
-    published: dt.date | None = None
-    categories: list[str] = Field(default_factory=list)
+    published: dt.date | None = Field(
+        None, description="First publication: an arXiv record's first version, not update_date."
+    )
+    updated: dt.date | None = Field(None, description="Last update (arXiv `update_date`).")
+    categories: list[str] = Field(default_factory=list, description="e.g. ['cs.CL', 'cs.LG'].")
+    doi: str | None = None
     source: str = Field("", description="File the record came from.")
     line: int = Field(0, description="1-based line of the record in that file.")
 
@@ -95,6 +99,9 @@ class Source(BaseModel):
     title: str
     published: dt.date | None = None
     authors: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    doi: str | None = None
+    url: str | None = Field(None, description="https://arxiv.org/abs/<id>, else the DOI's page.")
     snippet: str = Field(description="The best-matching chunk of the abstract.")
     text: str = Field("", description="The whole abstract (used for answering and verification).")
     score: float = Field(description="Cosine similarity of the best chunk to the question (0–1).")
