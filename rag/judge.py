@@ -39,7 +39,7 @@ SIGNALS = (
     "negation",  # words negated in the claim but not in the source, or the reverse
     "opposites",  # claim words whose opposite, and not themselves, occurs in the source
 )
-VETOES = ("verbatim", "numbers", "names", "phrases", "links")
+VETOES = ("verbatim", "numbers", "names", "phrases", "words", "links")
 
 # Opposite directions common in results prose; un-/in-/non-/dis-/a- opposites are found by form.
 _OPPOSITE_PAIRS = [
@@ -139,6 +139,10 @@ def opposites(claim: str, full: str) -> int:
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b((?:[A-Z][a-z]+[ \-]){1,5}[A-Z][a-z]+)\b")
 
 
+# A capitalised word inside a sentence (not its first word): a name the claim commits to.
+_CAPITALISED = re.compile(r"(?<![.!?:]\s)(?<!^)(?<![\-/])\b([A-Z][a-z]{2,})\b(?![\-/])")
+
+
 def norm(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
@@ -147,6 +151,17 @@ def missing_phrases(claim: str, full: str) -> list[str]:
     """Multi-word proper names in the claim ('Long Range Graph Benchmark') absent from the source."""
     source = norm(full)
     return sorted(m.group(1) for m in _PROPER.finditer(claim) if norm(m.group(1)) not in source)
+
+
+def missing_words(claim: str, full: str) -> list[str]:
+    """Capitalised words inside the claim ('the Chinchilla paper') that the source never uses, in
+    any case: a name the source does not mention cannot be supported by it."""
+    source = set(norm(full).split())
+    return sorted({m.group(1) for m in _CAPITALISED.finditer(claim)} - _known(source))
+
+
+def _known(source: set[str]) -> set[str]:
+    return {w.capitalize() for w in source}
 
 
 def signals(
@@ -185,6 +200,7 @@ class Features:
     missing_numbers: list[str] = field(default_factory=list)
     missing_names: list[str] = field(default_factory=list)
     missing_phrases: list[str] = field(default_factory=list)
+    missing_words: list[str] = field(default_factory=list)
     foreign_links: list[str] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)
     support: str | None = None
@@ -258,8 +274,10 @@ def veto(f: Features, vetoes: tuple[str, ...] = VETOES) -> Verdict | None:
         return Verdict(True, f.support, 1.0, "verbatim")
     if f.missing_numbers and "numbers" in vetoes:
         return Verdict(False, None, 0.0, f"numbers not in source: {f.missing_numbers}")
-    names = (f.missing_names if "names" in vetoes else []) + (
-        f.missing_phrases if "phrases" in vetoes else []
+    names = (
+        (f.missing_names if "names" in vetoes else [])
+        + (f.missing_phrases if "phrases" in vetoes else [])
+        + (f.missing_words if "words" in vetoes else [])
     )
     if names:
         return Verdict(False, None, 0.0, f"names not in source: {names}")

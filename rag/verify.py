@@ -31,6 +31,7 @@ from rag.judge import (
     decide,
     load_model,
     missing_phrases,
+    missing_words,
     norm,
     signals,
     veto,
@@ -129,6 +130,7 @@ class Verifier:
             missing_numbers=sorted(claim_numbers - number_values(full)),
             missing_names=missing_names,
             missing_phrases=missing_phrases(claim, full),
+            missing_words=missing_words(claim, full),
             foreign_links=foreign_links(claim, full),  # a link or markup the source lacks
             signals=values,
             support=passages[best],

@@ -135,6 +135,17 @@ def test_signals_negation_opposites_and_missing_phrases() -> None:
     assert missing_phrases("It leads on long range benchmarks.", source) == []
 
 
+def test_missing_words_are_capitalised_words_the_source_never_uses() -> None:
+    from rag.judge import missing_words
+
+    source = "Our model scales from 124M to 1.4B parameters. Transformers use attention."
+    # A name inside the sentence that the source never uses, in any case.
+    assert missing_words("The Hamster paper found 124M parameters.", source) == ["Hamster"]
+    # Words the source uses (any case), a sentence's first word, hyphenated parts: not names.
+    assert missing_words("Scaled Transformers use Attention.", source) == []
+    assert missing_words("Several Non-linear models scale.", source) == []
+
+
 def test_vetoes_decide_before_the_model() -> None:
     from rag.judge import Features, JudgeModel, decide
 
@@ -146,6 +157,7 @@ def test_vetoes_decide_before_the_model() -> None:
         Features(missing_numbers=["32000"], signals={"cos": 0.9}),
         Features(missing_names=["imagenet"], signals={"cos": 0.9}),
         Features(missing_phrases=["Long Range Graph Benchmark"], signals={"cos": 0.9}),
+        Features(missing_words=["Hamster"], signals={"cos": 0.9}),
         Features(foreign_links=["https://evil.example"], signals={"cos": 0.9}),
     ):
         assert not decide(vetoed, accept_all).supported
