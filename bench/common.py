@@ -15,11 +15,9 @@ import os
 import platform
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -176,45 +174,6 @@ def machine() -> dict[str, Any]:
         "load_avg_1_5_15": [round(x, 2) for x in load],
         "python": platform.python_version(),
     }
-
-
-# -------------------------------------------------------------------------- a Chroma server
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_chroma(path: Path, timeout: float) -> tuple[subprocess.Popen[bytes], int]:
-    """A real `chroma run` serving `path` on 127.0.0.1 (a free port), once it accepts
-    connections. Used by `bench retrieve` and by the tests' `chroma_server` fixture."""
-    port = free_port()
-    chroma = Path(PYTHON).with_name("chroma")
-    proc = subprocess.Popen(
-        [str(chroma), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, port
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"chroma run did not start within {timeout:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen[bytes], wait: float) -> None:
-    """Terminate, and kill if it has not exited within `wait` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(wait)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def run_worker(job: str, args: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:

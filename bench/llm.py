@@ -22,7 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import free_port, machine, pct, save, stop_process, table
+from bench.common import machine, pct, save, table
+from tests.local_servers import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT / "eval" / "data" / "holdout.jsonl"
@@ -109,11 +110,11 @@ def figures(report: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, 
 def judge_claims(base: str, split: str) -> dict[str, Any]:
     """The LLM entailment judge against the hand-labelled (claim, source) pairs: how far its
     verdicts can be trusted as the independent faithfulness figure."""
-    from eval.claims_eval import load_claims, sources_by_title
-    from eval.judges import llm_judge
     from rag.backends.openai_compat import OpenAIBackend
     from rag.corpus import normalize_title
     from rag.settings import Settings
+    from rag_eval.claims_eval import load_claims, sources_by_title
+    from rag_eval.judges import llm_judge
 
     backend = OpenAIBackend(
         Settings(
@@ -149,9 +150,9 @@ def main(
     cache: str | None = None,
     sample: int | None = None,
 ) -> None:
-    from eval.run import main as run_eval
     from rag.backends.model_file import bundled_gguf
     from rag.settings import Settings
+    from rag_eval.run import main as run_eval
 
     model = bundled_gguf()
     threads = max(1, len(os.sched_getaffinity(0)))
@@ -176,7 +177,7 @@ def main(
         for split in splits:
             dataset = HOLDOUT if split == "holdout" else None
             if sample:
-                from eval.dataset import DEFAULT_DATASET
+                from rag_eval.dataset import DEFAULT_DATASET
 
                 dataset = sampled(dataset or DEFAULT_DATASET, split, sample)
             out = RUNS / split

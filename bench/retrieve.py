@@ -24,11 +24,10 @@ from bench.common import (
     run_worker,
     save,
     sentence_pool,
-    start_chroma,
-    stop_process,
     summary_ms,
     table,
 )
+from tests.local_servers import start_chroma, stop_process
 
 PLOT = ROOT / "docs" / "performance_latency.png"
 STAGES = ("embed", "search", "dense", "retrieve", "ask")

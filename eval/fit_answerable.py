@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.dataset import DEFAULT_DATASET, Question, load_questions, select
-from eval.metrics import contains
 from rag.answer import (
     FEATURES,
     MODEL_FILE,
@@ -40,6 +38,9 @@ from rag.answer import (
 from rag.prompts import CANNOT_ANSWER
 from rag.question import analyse
 from rag.types import Source
+
+from .dataset import DEFAULT_DATASET, Question, load_questions, select
+from .metrics import contains
 
 OUT = Path(__file__).resolve().parent.parent / "rag" / "data" / MODEL_FILE
 FOLDS = 5
@@ -93,9 +94,10 @@ def collect(questions: list[Question]) -> list[Item]:
     """Run each question through the real pipeline up to the backend and keep its sources."""
     from rich.console import Console
 
-    from eval.run import _ingest_bundled
     from rag.assistant import Assistant
     from rag.settings import Settings
+
+    from .run import _ingest_bundled
 
     assistant = Assistant(Settings(llm="extractive"))
     if assistant.is_empty():

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from eval.claims_eval import load_claims, sources_by_title
 from rag.corpus import normalize_title
 from rag.judge import MODEL_PATH, SIGNALS, VETOES, Features, JudgeModel, veto
+
+from .claims_eval import load_claims, sources_by_title
 
 TARGET_PRECISION = 0.95
 FOLDS, REPEATS, SEED, C = 5, 20, 0, 1.0  # C from 0.1 to 10: within noise on dev CV

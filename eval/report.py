@@ -16,8 +16,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from eval import metrics as M
 from rag.errors import ConfigError
+
+from . import metrics as M
 
 # key, label, what it measures; the order is the order of every table.
 METRICS: list[tuple[str, str, str]] = [

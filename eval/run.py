@@ -28,13 +28,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from eval import metrics as M
-from eval.dataset import DEFAULT_DATASET, Question, gold_ids, load_questions, select
-from eval.judges import RecordingJudge, agreement, llm_judge, offline_judge
-from eval.report import build_report, compare_runs, summary_table, write_report
 from rag.errors import ConfigError
 from rag.settings import Settings
 from rag.text import citations
+
+from . import metrics as M
+from .dataset import DEFAULT_DATASET, Question, gold_ids, load_questions, select
+from .judges import RecordingJudge, agreement, llm_judge, offline_judge
+from .report import build_report, compare_runs, summary_table, write_report
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
 RETRIEVE_K = 10

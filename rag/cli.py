@@ -2,6 +2,10 @@
 
 Imports of the heavy stack happen inside the commands so `rag --help` stays fast. A `RagError`
 becomes one red line and exit code 1 (2 for a partial ingest); a traceback means a bug.
+
+The CLI is itself a front-end, and the one place that wires the others in: `serve` imports
+`rag_ui.server` (the ui/ folder) and `eval` imports `rag_eval.run` (eval/), inside the commands.
+No other module of rag/ imports a front-end (tests/test_layers.py checks).
 """
 
 from __future__ import annotations
@@ -331,7 +335,7 @@ def serve(
         assistant = _assistant(extra)
         if ingest_if_empty:
             _ensure_ingested(assistant)
-        from rag.server import serve as run_server
+        from rag_ui.server import serve as run_server
 
         run_server(assistant, ui=not api_only, api=api or api_only, share=share)
 
@@ -361,7 +365,7 @@ def eval_cmd(
     """Grounding eval: retrieval, citations, faithfulness, abstention, latency -> report."""
 
     def go() -> None:
-        from eval.run import main as eval_main
+        from rag_eval.run import main as eval_main
 
         eval_main(
             settings=_settings(overrides),

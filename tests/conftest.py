@@ -28,10 +28,9 @@ for key in list(os.environ):
 os.environ["RAG_LLM"] = "extractive"
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent))  # the repo root, for bench.common
+from local_servers import free_port, start_chroma, stop_process  # noqa: E402
 from openai_server import FakeOpenAI  # noqa: E402
 
-from bench.common import free_port, start_chroma, stop_process  # noqa: E402
 from rag import Assistant, Settings  # noqa: E402
 from rag.embeddings import EncoderEmbedding  # noqa: E402
 
@@ -134,8 +133,8 @@ def served(app: Any, *, startup: float = 120.0, lifespan: str = "auto") -> Itera
 
 @contextmanager
 def serving(assistant: Assistant, *, startup: float = 120.0) -> Iterator[str]:
-    """`rag serve`'s app (rag.server.build_app) `served`; yields its URL ("http://…:PORT/")."""
-    from rag.server import build_app
+    """`rag serve`'s app (rag_ui.server.build_app) `served`; yields its URL ("http://…:PORT/")."""
+    from rag_ui.server import build_app
 
     with served(build_app(assistant), startup=startup) as url:
         yield f"{url}/"

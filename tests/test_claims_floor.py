@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from eval.claims_eval import evaluate, features, load_claims, sources_by_title
 from rag.embeddings import SentenceEmbedding
 from rag.verify import Verifier
+from rag_eval.claims_eval import evaluate, features, load_claims, sources_by_title
 
 FLOORS = {  # split: (precision, recall) of "supported"
     "dev": (0.86, 0.88),

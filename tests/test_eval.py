@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from eval import metrics as M
-from eval.dataset import DatasetError, Question, gold_ids, load_questions, select
-from eval.judges import RecordingJudge, agreement, llm_judge
-from eval.report import build_report, compare_runs, load_run, write_report
-from eval.run import evaluate_question, main, public_settings
 from rag import Settings
 from rag.answer import OpenAIBackend
 from rag.corpus import title_id
 from rag.errors import ConfigError
 from rag.prompts import CANNOT_ANSWER
 from rag.types import Answer, Source
+from rag_eval import metrics as M
+from rag_eval.dataset import DatasetError, Question, gold_ids, load_questions, select
+from rag_eval.judges import RecordingJudge, agreement, llm_judge
+from rag_eval.report import build_report, compare_runs, load_run, write_report
+from rag_eval.run import evaluate_question, main, public_settings
 
 RAG = str(Path(sys.executable).with_name("rag"))
 LRA = "Long Range Arena: A Benchmark for Efficient Transformers"

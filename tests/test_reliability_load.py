@@ -267,7 +267,7 @@ def ui_ask(url: str, question: str) -> Reply:
 def test_twenty_concurrent_users_through_the_ui_while_one_uploads(
     real_assistant: Assistant, rewrite: Path, gate: Callable[[int, int], Gate]
 ) -> None:
-    pytest.importorskip("ui.app")
+    pytest.importorskip("rag_ui.app")
     from gradio_client import handle_file
 
     assistant = real_assistant

@@ -29,8 +29,8 @@ import httpx
 import numpy as np
 import pytest
 from conftest import CORPUS
+from local_servers import free_port
 
-from bench.common import free_port
 from rag import Assistant, Settings
 from rag.corpus import load_corpus
 from rag.embeddings import get_embedder
@@ -58,7 +58,7 @@ def api_server(assistant: Assistant) -> Iterator[str]:
     """`rag serve --api-only`'s app under uvicorn in a thread on a free 127.0.0.1 port."""
     import uvicorn
 
-    from rag.server import build_app
+    from rag_ui.server import build_app
 
     port = free_port()
     server = uvicorn.Server(

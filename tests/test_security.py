@@ -148,7 +148,7 @@ def test_rag_serve_binds_loopback_without_share(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`rag serve` as typed, with the server start replaced by a recorder."""
-    pytest.importorskip("ui.app")
+    pytest.importorskip("rag_ui.app")
     import gradio as gr
     import uvicorn
 
@@ -180,8 +180,8 @@ def test_upload_size_limit_setting_exists() -> None:
     assert Settings(_env_file=None, max_upload_mb=1).max_upload_mb == 1
     with pytest.raises(ValueError):
         Settings(_env_file=None, max_upload_mb=0)  # no "unlimited" by accident
-    pytest.importorskip("ui.app")
-    from ui.app import max_upload_bytes
+    pytest.importorskip("rag_ui.app")
+    from rag_ui.app import max_upload_bytes
 
     assistant = Assistant(Settings(_env_file=None, max_upload_mb=2))
     assert max_upload_bytes(assistant) == 2 * 1024 * 1024
@@ -227,7 +227,7 @@ def test_api_key_never_in_the_ui(
     real_assistant: Assistant, fake_llm: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The served UI with a key and a failing endpoint: the page, its config and every reply."""
-    pytest.importorskip("ui.app")
+    pytest.importorskip("rag_ui.app")
     import httpx
     from gradio_client import Client
 

@@ -304,7 +304,7 @@ def method_head(method: str, path: str, *extra: bytes) -> bytes:
 
 # ------------------------------------------------------ item 1: the UI ingests uploads only
 def upload_dir() -> Path:
-    from ui.access import upload_folder
+    from rag_ui.access import upload_folder
 
     return upload_folder()
 
@@ -337,14 +337,14 @@ def assert_not_ingested(engine: Assistant, before: int) -> None:
 def test_ui_ingest_refuses_every_path_it_did_not_receive_as_an_upload(
     engine: Assistant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gradio_check: bool
 ) -> None:
-    """Gradio refuses a non-upload before copying it (rag.server turns its check on for the
+    """Gradio refuses a non-upload before copying it (rag_ui.server turns its check on for the
     mounted app) and the ingest handler refuses it again on its own: `handler-only` switches
     Gradio's check off to show the second layer holds alone."""
-    pytest.importorskip("ui.app")
+    pytest.importorskip("rag_ui.app")
     from gradio_client import Client, handle_file
 
-    from rag import server
-    from rag.server import build_app
+    from rag_ui import server
+    from rag_ui.server import build_app
 
     if not gradio_check:
         monkeypatch.setattr(server, "_check_file_inputs", lambda blocks: None)
@@ -426,10 +426,10 @@ def test_ui_ingest_refuses_every_path_it_did_not_receive_as_an_upload(
 
 @pytest.mark.e2e
 def test_ui_ingest_needs_the_key_when_rag_api_key_is_set(engine: Assistant, tmp_path: Path) -> None:
-    pytest.importorskip("ui.app")
+    pytest.importorskip("rag_ui.app")
     from gradio_client import Client, handle_file
 
-    from rag.server import build_app
+    from rag_ui.server import build_app
 
     guarded = with_settings(engine, api_key=KEY)
     papers = tmp_path / "mine.jsonl"
@@ -481,10 +481,10 @@ def test_ui_ingest_policy_on_a_reachable_host(
     engine: Assistant, tmp_path: Path, host: str, ui_ingest: str, allowed: bool
 ) -> None:
     """RAG_HOST other than loopback without a key: the page cannot write unless told to."""
-    pytest.importorskip("ui.app")
+    pytest.importorskip("rag_ui.app")
     from gradio_client import Client, handle_file
 
-    from rag.server import build_app
+    from rag_ui.server import build_app
 
     # The policy reads the configured host; the test server itself still listens on 127.0.0.1.
     exposed = with_settings(engine, host=host, ui_ingest=ui_ingest)
@@ -502,8 +502,8 @@ def test_ui_ingest_policy_on_a_reachable_host(
 
 
 def test_ingest_policy_table() -> None:
-    pytest.importorskip("ui.app")
-    from ui.access import ingest_policy, is_loopback
+    pytest.importorskip("rag_ui.app")
+    from rag_ui.access import ingest_policy, is_loopback
 
     def policy(shared: bool = False, **kw: Any) -> str:
         return ingest_policy(Settings(_env_file=None, **kw), shared=shared)
@@ -529,8 +529,8 @@ def test_ingest_policy_table() -> None:
 
 # ------------------------------------------------- item 1: what a failure report may echo
 def test_failure_report_echoes_only_short_escaped_excerpts() -> None:
-    pytest.importorskip("ui.app")
-    from ui.render import EXCERPT_CHARS, report_html, safe_reason
+    pytest.importorskip("rag_ui.app")
+    from rag_ui.render import EXCERPT_CHARS, report_html, safe_reason
 
     long_title = "A" * 500 + "<script>x</script>\x00\x1b[31m\u202e"
     reason = safe_reason(f"'{long_title}' has no abstract; add a non-empty 'abstract'")
@@ -569,10 +569,10 @@ def test_a_non_corpus_upload_is_echoed_only_in_short_excerpts(
     engine: Assistant, tmp_path: Path
 ) -> None:
     """Upload a config-like .txt of 300 secret lines: the report shows at most 5 short excerpts."""
-    pytest.importorskip("ui.app")
+    pytest.importorskip("rag_ui.app")
     from gradio_client import Client, handle_file
 
-    from rag.server import build_app
+    from rag_ui.server import build_app
 
     lines = [
         f"user{i:03d}:x:{i}:{i}:SECRET-{i:03d}-{'q' * 150}:/home/u{i}:/bin/sh" for i in range(300)

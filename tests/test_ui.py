@@ -1,6 +1,6 @@
 """The Gradio UI: HTML rendering (fast, offline) and the running app driven by gradio_client (e2e).
 
-The e2e half serves `rag.server.build_app` with uvicorn on a free 127.0.0.1 port over a real
+The e2e half serves `rag_ui.server.build_app` with uvicorn on a free 127.0.0.1 port over a real
 ingested store, then talks to it the way any Gradio client does.
 """
 
@@ -28,7 +28,7 @@ from rag import (
     Source,
 )
 from rag.verify import render
-from ui.render import answer_html, esc, highlight, report_html, sources_html, streaming_html
+from rag_ui.render import answer_html, esc, highlight, report_html, sources_html, streaming_html
 
 LRA_QUESTION = "What range of sequence lengths does the Long Range Arena benchmark cover?"
 EVIL = "We sort gravel. <script>window.__pwned=1</script> The sorter reaches 93.4% purity."
@@ -163,7 +163,7 @@ def test_streamed_text_is_shown_as_an_answer_with_a_neutral_chip() -> None:
 def test_the_chat_shows_each_streamed_sentence_then_the_final_answer(settings: Settings) -> None:
     """The ask handler (ui/app.py `respond`) over a stand-in Assistant: a neutral placeholder, the
     sentences as they come, then the final rendering and its sources panel replace them."""
-    from ui.app import build_ui
+    from rag_ui.app import build_ui
 
     sentences = [
         Sentence(
@@ -343,7 +343,7 @@ def test_serve_binds_localhost_without_share_by_default(
 ) -> None:
     import uvicorn
 
-    from rag import server
+    from rag_ui import server
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))

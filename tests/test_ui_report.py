@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rag.types import IngestReport, PaperReplacement
-from ui.render import report_html
+from rag_ui.render import report_html
 
 
 def test_a_replaced_paper_is_reported_with_both_titles() -> None:

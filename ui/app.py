@@ -14,7 +14,7 @@ sources panel.
 Two histories are kept per browser session: the Chatbot's (HTML for display) and a plain one
 (`{"role", "content", "sources"}`) that goes back to the Assistant so follow-ups work.
 `RagError`s become inline notices; anything else is logged with its traceback and shown as a
-short generic message. Mount it with `rag.server.build_app` (`rag serve`).
+short generic message. Mount it with `rag_ui.server.build_app` (`rag serve`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from typing import Any
 import gradio as gr
 
 from rag import Answer, Assistant, ConfigError, Filters, RagError
-from ui.access import ingest_policy, only_uploaded, policy_note, refusal, upload_folder
-from ui.render import (
+
+from .access import ingest_policy, only_uploaded, policy_note, refusal, upload_folder
+from .render import (
     answer_html,
     error_html,
     report_error_html,
@@ -173,7 +174,7 @@ def _cited_titles(answer: Answer) -> list[str]:
 
 
 def build_ui(assistant: Assistant, *, shared: bool = False) -> gr.Blocks:
-    """The chat UI over `assistant`. Mount with `rag.server.build_app`, or `.launch(**ui_options())`.
+    """The chat UI over `assistant`. Mount with `rag_ui.server.build_app`, or `.launch(**ui_options())`.
 
     `shared`: the page will be reachable through a public share link (`rag serve --share`), which
     counts as a non-loopback host for RAG_UI_INGEST=auto (ui/access.py)."""

@@ -1,5 +1,8 @@
 """`rag serve`: the Gradio UI and/or the OpenAI-compatible API on one FastAPI app (uvicorn).
 
+A front-end, so it lives beside the UI (installed as `rag_ui.server`): the library never imports
+it; `rag serve` (rag/cli.py) does.
+
 Binds RAG_HOST (127.0.0.1 by default); a public Gradio share link only with --share.
 """
 
@@ -26,7 +29,7 @@ def build_app(assistant: Assistant, *, ui: bool = True, api: bool = False) -> An
     if ui:
         import gradio as gr
 
-        from ui.app import build_ui, max_upload_bytes, ui_options
+        from .app import build_ui, max_upload_bytes, ui_options
 
         blocks = build_ui(assistant).queue()
         app = gr.mount_gradio_app(
@@ -57,7 +60,7 @@ def _check_file_inputs(blocks: Any) -> None:
 def serve(assistant: Assistant, *, ui: bool = True, api: bool = False, share: bool = False) -> None:
     settings = assistant.settings
     if share and ui:
-        from ui.app import build_ui, max_upload_bytes, ui_options
+        from .app import build_ui, max_upload_bytes, ui_options
 
         build_ui(assistant, shared=True).queue().launch(
             server_name=settings.host,
