@@ -134,7 +134,7 @@ def llama_ingest(args: dict[str, Any]) -> dict[str, Any]:
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
     from rag.corpus import iter_corpus
-    from rag.embeddings import bundled_model_path
+    from rag.embed_base import bundled_model_path
     from rag.types import Paper
 
     Settings.llm = None
@@ -187,7 +187,7 @@ def llama_ingest(args: dict[str, Any]) -> dict[str, Any]:
 
 def onnx_build(args: dict[str, Any]) -> dict[str, Any]:
     """Build (or find) the cached ONNX model: the one-time cost before the first onnx ingest."""
-    from rag.embeddings import resolve_model_path
+    from rag.embed_base import resolve_model_path
     from rag.onnx_embed import ensure_model
 
     t = time.perf_counter()

@@ -32,7 +32,7 @@ from local_servers import free_port, start_chroma, stop_process  # noqa: E402
 from openai_server import FakeOpenAI  # noqa: E402
 
 from rag import Assistant, Settings  # noqa: E402
-from rag.embeddings import EncoderEmbedding  # noqa: E402
+from rag.embed_base import EncoderEmbedding  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "rag" / "data" / "corpus"

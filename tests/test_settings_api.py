@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pkgutil
 import re
 from pathlib import Path
 
@@ -13,38 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_public_api_is_exactly_all() -> None:
     public = {name for name in dir(rag) if not name.startswith("_")}
-    modules = {
-        "answer",
-        "assistant",
-        "chat",
-        "chunking",
-        "corpus",
-        "embeddings",
-        "errors",
-        "ingest",
-        "prompts",
-        "retrieve",
-        "settings",
-        "store",
-        "text",
-        "types",
-        "verify",
-        "hybrid",
-        "bm25",
-        "query",
-        "api",
-        "server",
-        "onnx_embed",
-        "cli",
-        "backends",
-        "evidence",
-        "pipeline",
-        "records",
-        "loaders",
-        "injection",
-        "question",
-        "judge",
-    }
+    # Submodules show up in dir(rag) once anything imports them; they are not exports.
+    modules = {m.name for m in pkgutil.iter_modules(rag.__path__)}
     assert public - modules == set(rag.__all__)
     for name in rag.__all__:
         assert getattr(rag, name) is not None

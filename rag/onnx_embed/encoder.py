@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import PrivateAttr
 
-from rag.embeddings import EncoderEmbedding, resolve_model_path
+from rag.embed_base import EncoderEmbedding, resolve_model_path
 from rag.errors import ConfigError, EmbeddingError
 from rag.onnx_embed.build import RECIPE, Quantize, ensure_model
 from rag.onnx_embed.session import check_cuda, feed, load_tokenizer, mean_pool, open_session, pad

@@ -33,7 +33,7 @@ def open_session(path: Path, threads: int, device: str = "cpu") -> Any:
     """An ORT session on the CPU, or on CUDA (an error naming the fix if CUDA is not used)."""
     import onnxruntime as ort
 
-    # ORT_DISABLE_TELEMETRY=1 (set on import, rag/embeddings.py) is what stops ONNX Runtime's
+    # ORT_DISABLE_TELEMETRY=1 (set on import, rag/embed_base.py) is what stops ONNX Runtime's
     # 1DS uploads; tests/test_offline.py caught them in `rag ingest`. This covers runtime events.
     ort.disable_telemetry_events()
     options = ort.SessionOptions()
