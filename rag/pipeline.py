@@ -36,10 +36,13 @@ log = logging.getLogger(__name__)
 _CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while|whereas|which|and\s+it)\s+|,\s+|\s+while\s+")
 
 
-# A clause that opens with a pronoun or relative word depends on the clause before it.
+# A clause that opens with a pronoun or relative word depends on the clause before it; so does a
+# later clause that opens with a participle (", achieving …", ", greatly reducing …"): alone
+# each is a fragment.
 _LEANS_BACK = re.compile(
     r"(?:it|its|they|their|them|this|these|those|that|which|who|whose|he|she|both|each)\b", re.I
 )
+_PARTICIPLE = re.compile(r"(?:[a-z]+ly\s+)?[a-z]{3,}ing\b")
 
 
 def _norm(text: str) -> str:
@@ -247,8 +250,9 @@ class Pipeline:
         marks = "".join(f"[{n}]" for n in cited)
         kept: list[Sentence] = []
         previous_kept = False
-        for clause in clauses:
-            if _LEANS_BACK.match(clause) and not previous_kept:
+        for i, clause in enumerate(clauses):
+            leans_back = _LEANS_BACK.match(clause) or (i and _PARTICIPLE.match(clause))
+            if leans_back and not previous_kept:
                 continue  # "it reports 84%" means nothing true once what "it" was is dropped
             _text, judged = self.verifier.verify(f"{clause} {marks}.", sources)
             supported = [s for s in judged if s.supported]

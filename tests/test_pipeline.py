@@ -144,6 +144,15 @@ def test_a_clause_that_leans_on_a_dropped_clause_is_dropped_with_it() -> None:
     assert answer.abstained  # "it keeps ... stable" would vouch for the invented first clause
 
 
+def test_a_participle_clause_after_a_dropped_clause_is_dropped_with_it() -> None:
+    reply = (
+        "SigmaFix was designed by 40 astronauts on the Moon, keeping training stable across 12 "
+        "vision and speech tasks [1]."
+    )
+    _, answer = _run(_pipeline(FakeBackend(reply)), "Who designed SigmaFix?")
+    assert answer.abstained  # "keeping training stable ..." alone is a fragment, not an answer
+
+
 def test_a_stream_cut_midway_falls_back_to_the_verified_extractive_answer() -> None:
     reply = "SigmaFix keeps training stable across 12 vision and speech tasks [1]. More text"
     pieces, answer = _run(_pipeline(FakeBackend(reply, fail_after=12)), "What is SigmaFix?")
