@@ -2,8 +2,8 @@
 
 Floors under the figures measured (docs/verification.md). The judge's model is fitted on the dev
 half (python -m eval.fit_judge) and it decides at p >= 0.5 (no tuned threshold), so dev is held near
-its in-sample figure (0.882 / 0.900) and test, never fitted on, to the figure it reached when held
-out (0.786 / 0.898): held-out precision is the open gap (target 0.95). A change
+its in-sample figure (0.900 / 0.900) and test, never fitted on, to the figure it reached when held
+out (0.811 / 0.878): held-out precision is the open gap (target 0.95). A change
 that makes the judge worse fails here; one that makes it better should raise the floors.
 """
 
@@ -18,8 +18,8 @@ from rag.verify import Verifier
 from rag_eval.claims_eval import evaluate, features, load_claims, sources_by_title
 
 FLOORS = {  # split: (precision, recall) of "supported"
-    "dev": (0.86, 0.88),
-    "test": (0.76, 0.86),
+    "dev": (0.88, 0.88),
+    "test": (0.79, 0.86),
 }
 ALWAYS_CAUGHT = ("number_changed", "wrong_source", "wrong_paper_same_topic")
 
