@@ -127,6 +127,7 @@ def do_ingest(assistant: Assistant, paths: list[Path] | None, rebuild: bool = Fa
         SpinnerColumn,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     with Progress(
@@ -134,15 +135,21 @@ def do_ingest(assistant: Assistant, paths: list[Path] | None, rebuild: bool = Fa
         TextColumn("[bold]ingest"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("papers"),
+        TextColumn("papers {task.fields[rate]}"),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=err,
         transient=True,
     ) as bar:
-        task = bar.add_task("ingest", total=None)
+        task = bar.add_task("ingest", total=None, rate="")
 
         def progress(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total)
+            # The total is estimated from the bytes read so far (exact at the end), so the ETA
+            # is there from the first batch without a counting pass over the files.
+            elapsed = bar.tasks[task].elapsed or 0.0
+            rate = f"({done / elapsed:,.0f}/s)" if done and elapsed > 1 else ""
+            bar.update(task, completed=done, total=total, rate=rate)
 
         return assistant.ingest(paths or None, rebuild=rebuild, progress=progress)
 
@@ -204,8 +211,9 @@ def _print_answer(answer: Any, show_sources: bool = True) -> None:
             if cited and src.number not in cited:
                 continue
             date = f" ({src.published})" if src.published else ""
+            link = f"  {src.url}" if src.url else ""
             console.print(
-                f"  [{src.number}] {src.title}{date}  score {src.score:.2f}",
+                f"  [{src.number}] {src.title}{date}  score {src.score:.2f}{link}",
                 highlight=False,
                 markup=False,
             )
@@ -219,6 +227,10 @@ def ask(
     year_from: Annotated[int | None, typer.Option(help="Only papers from this year on.")] = None,
     year_to: Annotated[int | None, typer.Option(help="Only papers up to this year.")] = None,
     author: Annotated[str | None, typer.Option(help="Only papers with this author.")] = None,
+    category: Annotated[
+        list[str] | None,
+        typer.Option(help="Only papers in this arXiv category (cs.CL, or its name); repeatable."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole Answer as JSON.")
     ] = False,
@@ -227,9 +239,12 @@ def ask(
     """Answer one question with cited sources (or say the corpus does not say)."""
     from rag.retrieve import Filters
 
-    filters = Filters(year_from=year_from, year_to=year_to, author=author)
-
     def go() -> Any:
+        from rag.arxiv import resolve
+
+        filters = Filters(
+            year_from=year_from, year_to=year_to, author=author, categories=resolve(category or [])
+        )
         from rag.assistant import _check_question
 
         _check_question(question)  # before the store opens: bad text is refused at once

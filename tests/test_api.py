@@ -86,7 +86,18 @@ def test_completion_is_cited_and_carries_sources(base: str) -> None:
     assert rag["abstained"] is False and rag["backend"] == "extractive"
     lra = next(s for s in rag["sources"] if s["title"] == LRA_TITLE)
     assert lra["cited"] and f"[{lra['number']}]" in content
-    assert set(lra) == {"number", "title", "paper_id", "published", "score", "snippet", "cited"}
+    assert set(lra) == {
+        "number",
+        "title",
+        "paper_id",
+        "published",
+        "score",
+        "snippet",
+        "cited",
+        "url",
+        "doi",
+        "categories",
+    }
     assert rag["sentences"] and all(s["supported"] and s["citations"] for s in rag["sentences"])
     # The plain-text fallback lists exactly the cited sources.
     answer, titles = split_sources_block(content)

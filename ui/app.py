@@ -29,6 +29,7 @@ from typing import Any
 import gradio as gr
 
 from rag import Answer, Assistant, ConfigError, Filters, RagError
+from rag.arxiv import resolve
 
 from .access import ingest_policy, only_uploaded, policy_note, refusal, upload_folder
 from .render import (
@@ -147,7 +148,9 @@ def max_upload_bytes(assistant: Assistant) -> int:
     return int(assistant.settings.max_upload_mb * 1024 * 1024)
 
 
-def _filters(year_from: Any, year_to: Any, author: str | None) -> Filters | None:
+def _filters(
+    year_from: Any, year_to: Any, author: str | None, category: str | None = None
+) -> Filters | None:
     def year(value: Any, label: str) -> int | None:
         if value in (None, "", ANY_YEAR, 0):
             return None
@@ -162,7 +165,12 @@ def _filters(year_from: Any, year_to: Any, author: str | None) -> Filters | None
     start, end = year(year_from, "'From year'"), year(year_to, "'To year'")
     if start is not None and end is not None and start > end:
         raise ConfigError(f"'From year' {start} is after 'To year' {end}; swap them")
-    filters = Filters(year_from=start, year_to=end, author=(author or "").strip() or None)
+    filters = Filters(
+        year_from=start,
+        year_to=end,
+        author=(author or "").strip() or None,
+        categories=resolve([category]) if category and category.strip() else [],
+    )
     return None if filters.is_empty() else filters
 
 
@@ -206,6 +214,7 @@ def build_ui(assistant: Assistant, *, shared: bool = False) -> gr.Blocks:
         year_from: Any,
         year_to: Any,
         author: str,
+        category: str = "",
     ) -> Iterator[tuple[Any, ...]]:
         chat = list(chat or [])
         history = list(history or [])
@@ -222,7 +231,7 @@ def build_ui(assistant: Assistant, *, shared: bool = False) -> gr.Blocks:
         yield "", chat, gr.skip(), history, panels
         answer: Answer | None = None
         try:
-            filters = _filters(year_from, year_to, author)
+            filters = _filters(year_from, year_to, author, category)
             shown = ""
             for item in assistant.ask_stream(message, int(top_k), filters=filters, history=history):
                 if isinstance(item, Answer):
@@ -323,6 +332,9 @@ def build_ui(assistant: Assistant, *, shared: bool = False) -> gr.Blocks:
                 year_from = gr.Dropdown(YEARS, value=ANY_YEAR, label="From year", min_width=100)
                 year_to = gr.Dropdown(YEARS, value=ANY_YEAR, label="To year", min_width=100)
             author = gr.Textbox(label="Author contains", placeholder="e.g. Tay")
+            category = gr.Textbox(
+                label="arXiv categories", placeholder="e.g. cs.CL, Machine Learning"
+            )
             gr.Markdown("### Add papers")
             if note := policy_note(settings, policy):
                 gr.Markdown(note, elem_id="rag-ingest-note")
@@ -376,7 +388,7 @@ def build_ui(assistant: Assistant, *, shared: bool = False) -> gr.Blocks:
             with gr.Column(scale=2, min_width=320, elem_id="rag-sources-col"):
                 sources = gr.HTML(sources_html(None, 0), elem_id="rag-sources")
 
-        ask_inputs = [msg, chatbot, history, panels, top_k, year_from, year_to, author]
+        ask_inputs = [msg, chatbot, history, panels, top_k, year_from, year_to, author, category]
         ask_outputs = [msg, chatbot, sources, history, panels]
         # Several people can ask at once; answering is read-only and the Assistant is thread-safe.
         msg.submit(

@@ -214,6 +214,13 @@ def sources_html(answer: Answer | None, turn: int) -> str:
     )
 
 
+def _link_label(src: Source) -> str:
+    """arXiv:1706.03762, or doi:10.1023/... when the link is the DOI."""
+    if src.doi and "doi.org" in (src.url or ""):
+        return f"doi:{src.doi.split()[0]}"
+    return f"arXiv:{src.paper_id}"
+
+
 def _source_card(src: Source, turn: int, passages: list[str], used_by: list[int] | None) -> str:
     meta = [
         f'<span class="rag-score" title="Cosine similarity to the question">match {src.score:.2f}</span>'
@@ -236,6 +243,13 @@ def _source_card(src: Source, turn: int, passages: list[str], used_by: list[int]
             '<details class="rag-details"><summary>Best-matching passage</summary>'
             f'<div class="rag-abstract">{esc(src.snippet or body)}</div></details>'
         )
+    if src.url:  # the paper itself: its arXiv page, or its DOI
+        meta.append(
+            f'<a class="rag-link" href="{esc(src.url)}" target="_blank" rel="noopener noreferrer">'
+            f"{esc(_link_label(src))}</a>"
+        )
+    if src.categories:
+        meta.append(f'<span class="rag-cats">{esc(" ".join(src.categories))}</span>')
     cls = "rag-src rag-cited" if used_by else "rag-src"
     return (
         f'<div class="{cls}" id="{source_anchor(turn, src.number)}">'

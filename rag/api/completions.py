@@ -35,8 +35,10 @@ from rag.api.replies import (
     usage,
     words,
 )
-from rag.api.schemas import ChatRequest, CompletionRequest, Sampling
+from rag.api.schemas import APIError, ChatRequest, CompletionRequest, Sampling
 from rag.api.structured import Plan, json_content, output_plan, refuse_unsupported
+from rag.arxiv import resolve
+from rag.errors import ConfigError
 from rag.types import Answer
 
 log = logging.getLogger("rag.api")
@@ -61,7 +63,13 @@ async def answer(
 ) -> Reply:
     model, ask = engines.get(body.model)
     started = time.perf_counter()
-    result: Answer = await run_in_threadpool(ask, question, body.top_k, history=history or None)
+    try:
+        categories = resolve(body.categories or [])
+    except ConfigError as exc:
+        raise APIError(400, str(exc), param="categories", code="invalid_value") from None
+    result: Answer = await run_in_threadpool(
+        ask, question, body.top_k, history=history or None, categories=categories or None
+    )
     shown = engines.shown_model(model, result)
     note = None
     if shown != model:

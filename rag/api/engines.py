@@ -16,6 +16,7 @@ from typing import Any
 
 from rag.api.schemas import APIError
 from rag.assistant import Assistant
+from rag.retrieve import Filters
 from rag.types import Answer
 from rag.verify import Verifier
 
@@ -62,7 +63,12 @@ class Engines:
         return model, self._ask_extractive
 
     def _ask_extractive(
-        self, question: str, top_k: int | None = None, *, history: Any = None
+        self,
+        question: str,
+        top_k: int | None = None,
+        *,
+        history: Any = None,
+        categories: list[str] | None = None,
     ) -> Answer:
         """The extractive answer (the question is already checked by `split_messages`)."""
         assistant = self.assistant
@@ -72,7 +78,8 @@ class Engines:
             # offline, as an assistant configured for the extractive backend judges them.
             pipeline = replace(pipeline, verifier=self._offline_verifier())
         answer = None
-        for item in pipeline.run(question, top_k, history=history, stream=False):
+        filters = Filters(categories=categories) if categories else None
+        for item in pipeline.run(question, top_k, filters=filters, history=history, stream=False):
             if isinstance(item, Answer):
                 answer = item
         assert answer is not None

@@ -149,6 +149,9 @@ def rag_field(answer: Answer) -> dict[str, Any]:
             "published": s.published.isoformat() if s.published else None,
             "score": round(s.score, 4),
             "snippet": s.snippet,
+            "url": s.url,
+            "doi": s.doi,
+            "categories": s.categories,
             "cited": s.number in cited,
         }
 

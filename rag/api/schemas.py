@@ -89,6 +89,11 @@ class Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice is ever produced.")
     top_k: int | None = Field(None, ge=1, le=50, description="rag extension: sources to retrieve.")
+    categories: list[str] | None = Field(
+        None,
+        max_length=20,
+        description="rag extension: only papers in these arXiv categories (codes or names).",
+    )
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)

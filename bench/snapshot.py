@@ -1,0 +1,290 @@
+"""`python -m bench snapshot`: ingest N records in the exact shape of the arXiv metadata snapshot.
+
+    python -m bench snapshot --sizes 2000,10000 [--kill-at 0.5] [--seed 20]
+
+For each N: write N records shaped as `arxiv-metadata-oai-snapshot.json` lines (the snapshot's
+fields and their quirks: hard line breaks and leading spaces in titles and abstracts, RFC 2822
+version dates, authors_parsed, space-separated categories, new-style and old-style ids, some DOIs),
+their text recombined from the bundled abstracts so it reads like the corpus; then, each in a fresh
+interpreter with the real model and an embedded Chroma store:
+
+  1. a full ingest: abstracts/s and chunks/s (of the ingest itself, model loading excluded), the
+     process's peak RSS, and the store's size on disk;
+  2. the same ingest killed with SIGKILL once half the papers are written, then run again: the
+     seconds the resumed ingest takes, and whether the store it leaves equals the uninterrupted one
+     (chunk count and ids).
+
+The bundled corpus (277 abstracts) is ingested the same way in the same run as the yardstick: the
+snapshot rate is reported as a ratio to it. Results: bench/results/snapshot.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.common import PYTHON, ROOT, bundled_papers, du_mb, machine, save, sentence_pool, table
+
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+# Author names are made up (the bundled dumps carry author counts, not names).
+_FIRST = ["Ana", "Wei", "Priya", "Jonas", "Fatima", "Kenji", "Olga", "Mateo", "Aisha", "Lars"]
+_FIRST += ["Mei", "Tomás", "Ngozi", "Ivan", "Sofia", "Arjun", "Yuki", "Hannah", "Omar", "Elif"]
+_LAST = ["Garcia", "Chen", "Sharma", "Müller", "Okafor", "Tanaka", "Ivanova", "Rossi", "Kim"]
+_LAST += ["Nguyen", "Kowalski", "Haddad", "Larsen", "Silva", "Cohen", "Dubois", "Novak", "Park"]
+# Primary categories roughly as often as arXiv sees them; cross-lists drawn from all of them.
+_PRIMARY = (
+    ["cs.LG"] * 8 + ["cs.CV"] * 6 + ["cs.CL"] * 5 + ["cs.AI"] * 3 + ["stat.ML"] * 2
+    + ["math.PR", "math.OC", "math.AG", "hep-th", "hep-ph", "quant-ph", "quant-ph"]
+    + ["astro-ph.GA", "astro-ph.CO", "cond-mat.mtrl-sci", "cond-mat.stat-mech", "physics.optics"]
+    + ["eess.SP", "eess.IV", "cs.RO", "cs.IR", "cs.CR", "q-bio.NC", "econ.EM", "gr-qc"]
+)  # fmt: skip
+_OLD_ARCHIVES = ["hep-th", "hep-ph", "quant-ph", "math", "cond-mat", "astro-ph", "gr-qc", "cs"]
+_OLD_CATEGORIES = {"math": ["math.GT", "math.PR", "math.AG"], "cs": ["cs.LG", "cs.CL", "cs.AI"]}
+_LICENSE = "http://arxiv.org/licenses/nonexclusive-distrib/1.0/"
+
+
+def _wrap(text: str, rng: random.Random, indent: str = "") -> str:
+    """The snapshot's layout: lines of ~70-80 characters, hard breaks, leading spaces."""
+    width, lines, line = rng.randint(70, 80), [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return indent + ("\n" + indent).join(lines)
+
+
+def _rfc2822(rng: random.Random, year: int) -> tuple[str, str]:
+    month, day = rng.randint(1, 12), rng.randint(1, 28)
+    clock = f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+    weekday = _DAYS[(year * 372 + month * 31 + day) % 7]  # any day name: parsers must not care
+    return f"{weekday}, {day} {_MONTHS[month - 1]} {year} {clock} GMT", f"{year}-{month:02d}"
+
+
+def snapshot_records(n: int, seed: int) -> Iterator[dict[str, Any]]:
+    """`n` records in the snapshot's shape; 1 in 5 has an old-style id (archive/YYMMNNN)."""
+    papers = bundled_papers()
+    rng = random.Random(seed)
+    pool = sentence_pool(papers)
+    titles = [p.title.split() for p in papers]
+    names = [f"{first} {last}" for first in _FIRST for last in _LAST]
+    counters: dict[tuple[str, str], int] = {}
+    for i in range(n):
+        old = rng.random() < 0.2
+        year = rng.randint(1992, 2006) if old else rng.randint(2007, 2025)
+        created, ym = _rfc2822(rng, year)
+        primary = rng.choice(_PRIMARY)
+        if old:
+            archive = rng.choice(_OLD_ARCHIVES)
+            serial = counters[(archive, ym)] = counters.get((archive, ym), 0) + 1
+            paper_id = f"{archive}/{ym[2:4]}{ym[5:7]}{serial:03d}"
+            primary = rng.choice(_OLD_CATEGORIES.get(archive, [archive]))
+        else:
+            paper_id = f"{ym[2:4]}{ym[5:7]}.{i:05d}"
+        cats = [primary, *rng.sample(_PRIMARY, rng.randint(0, 2))]
+        authors = [rng.choice(names) for _ in range(rng.randint(1, 8))]
+        parsed = [[a.split()[-1], " ".join(a.split()[:-1]), ""] for a in authors]
+        a, b = rng.choice(titles), rng.choice(titles)
+        title = " ".join(a[: max(1, len(a) // 2)] + b[len(b) // 2 :]) + f" ({seed}-{i})"
+        versions = [{"version": "v1", "created": created}]
+        for v in range(2, rng.randint(1, 3) + 1):
+            versions.append({"version": f"v{v}", "created": _rfc2822(rng, min(year + v, 2025))[0]})
+        update = f"{min(year + rng.randint(0, 3), 2025)}-{rng.randint(1, 12):02d}-01"
+        yield {
+            "id": paper_id,
+            "submitter": authors[0],
+            "authors": _wrap(", ".join(authors[:-1]) + f" and {authors[-1]}", rng, "  ").strip(),
+            "title": _wrap(title, rng, "  ").strip(),
+            "comments": f"{rng.randint(4, 40)} pages, {rng.randint(0, 12)} figures",
+            "journal-ref": None,
+            "doi": f"10.{rng.randint(1000, 9999)}/x{i}" if rng.random() < 0.3 else None,
+            "report-no": None,
+            "categories": " ".join(dict.fromkeys(cats)),
+            "license": _LICENSE if rng.random() < 0.7 else None,
+            "abstract": "  " + _wrap(" ".join(rng.sample(pool, rng.randint(5, 10))), rng) + "\n",
+            "versions": versions,
+            "update_date": update,
+            "authors_parsed": parsed,
+        }
+
+
+def write_snapshot(n: int, seed: int, path: Path) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in snapshot_records(n, seed):
+            handle.write(json.dumps(record) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------- the child
+CHILD = """
+import json, sys, time
+from pathlib import Path
+from rag import Assistant, Settings
+args = json.loads(sys.argv[1])
+assistant = Assistant(Settings(data_dir=Path(args["data_dir"]), _env_file=None))
+assistant.embedder  # the model loads before the clock starts
+def progress(done, total):
+    print(f"@progress {done} {total}", flush=True)
+started = time.perf_counter()
+report = assistant.ingest([Path(p) for p in args["paths"]], progress=progress)
+seconds = time.perf_counter() - started
+got = assistant.store.get(include=[])
+print("@report " + json.dumps({
+    "seconds": seconds, "added": report.added, "skipped": report.skipped,
+    "failed": len(report.failed), "chunks_written": report.chunks_written,
+    "papers": assistant.store.paper_count(), "chunks": len(got["ids"]),
+    "ids_digest": hash(tuple(sorted(got["ids"]))),
+}), flush=True)
+"""
+
+
+def _ingest(paths: list[Path], data_dir: Path, kill_at: int | None = None) -> dict[str, Any]:
+    """One ingest in a fresh interpreter: its report, peak RSS (MiB) and wall time; with
+    `kill_at`, SIGKILL once that many papers are written (the result then says when)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            CHILD,
+            json.dumps({"data_dir": str(data_dir), "paths": list(map(str, paths))}),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.stdout is not None
+    out: dict[str, Any] = {}
+    for raw in proc.stdout:
+        line = raw.decode().strip()
+        if line.startswith("@progress") and kill_at is not None:
+            done = int(line.split()[1])
+            if done >= kill_at:
+                os.kill(proc.pid, signal.SIGKILL)
+                out["killed_at_papers"] = done
+                break
+        elif line.startswith("@report "):
+            out.update(json.loads(line.removeprefix("@report ")))
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = status
+    out["wall_seconds"] = time.perf_counter() - started
+    out["peak_rss_mb"] = usage.ru_maxrss / 1024
+    out["exit_status"] = status
+    return out
+
+
+def measure(n: int, seed: int, kill_at: float, workdir: Path) -> dict[str, Any]:
+    path = write_snapshot(n, seed, workdir / f"arxiv-metadata-oai-snapshot-{n}.json")
+    full = _ingest([path], workdir / f"full-{n}")
+    full["disk_mb"] = du_mb(workdir / f"full-{n}")
+    full["file_mb"] = path.stat().st_size / 2**20
+    killed_dir = workdir / f"killed-{n}"
+    killed = _ingest([path], killed_dir, kill_at=int(n * kill_at))
+    resumed = _ingest([path], killed_dir)
+    same = (resumed.get("chunks"), resumed.get("ids_digest")) == (
+        full.get("chunks"),
+        full.get("ids_digest"),
+    )
+    for d in (workdir / f"full-{n}", killed_dir):
+        shutil.rmtree(d, ignore_errors=True)
+    path.unlink()
+    return {"n": n, "full": full, "killed": killed, "resumed": resumed, "resumed_equals_full": same}
+
+
+def main(sizes: list[int], kill_at: float = 0.5, seed: int = 20) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="rag-bench-snapshot-"))
+    print("bundled corpus (yardstick) ...", flush=True)
+    from rag.corpus import bundled_corpus_dir
+
+    bundled = _ingest([bundled_corpus_dir()], workdir / "bundled")
+    bundled["disk_mb"] = du_mb(workdir / "bundled")
+    base_rate = bundled["chunks"] / bundled["seconds"]
+    runs = []
+    for n in sizes:
+        print(f"snapshot shape, {n:,} records ...", flush=True)
+        runs.append(measure(n, seed, kill_at, workdir))
+        full = runs[-1]["full"]
+        print(
+            f"  {full['papers'] / full['seconds']:.1f} abstracts/s, "
+            f"{full['chunks'] / full['seconds']:.1f} chunks/s, peak RSS {full['peak_rss_mb']:.0f} "
+            f"MiB, resumed in {runs[-1]['resumed']['seconds']:.1f} s",
+            flush=True,
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+    rows = [
+        [
+            "bundled",
+            bundled["papers"],
+            bundled["chunks"],
+            bundled["seconds"],
+            bundled["papers"] / bundled["seconds"],
+            base_rate,
+            1.0,
+            bundled["peak_rss_mb"],
+            bundled["disk_mb"],
+            "",
+            "",
+        ]
+    ]
+    for run in runs:
+        full, resumed = run["full"], run["resumed"]
+        rate = full["chunks"] / full["seconds"]
+        rows.append(
+            [
+                f"snapshot {run['n']:,}",
+                full["papers"],
+                full["chunks"],
+                full["seconds"],
+                full["papers"] / full["seconds"],
+                rate,
+                rate / base_rate,
+                full["peak_rss_mb"],
+                full["disk_mb"],
+                f"{resumed['seconds']:.1f} s ({run['killed'].get('killed_at_papers')} killed)",
+                "yes" if run["resumed_equals_full"] else "NO",
+            ]
+        )
+    table(
+        "arXiv snapshot shape: ingest, memory, resume",
+        [
+            "corpus",
+            "papers",
+            "chunks",
+            "ingest s",
+            "abstracts/s",
+            "chunks/s",
+            "vs bundled",
+            "peak RSS MiB",
+            "disk MiB",
+            "resume after kill",
+            "same store",
+        ],
+        rows,
+    )
+    if len(runs) > 1:
+        ratio = runs[-1]["full"]["peak_rss_mb"] / runs[0]["full"]["peak_rss_mb"]
+        print(f"peak RSS {runs[-1]['n']:,} / {runs[0]['n']:,} records: {ratio:.2f}x")
+    out = save(
+        "snapshot",
+        {"machine": machine(), "seed": seed, "kill_at": kill_at, "bundled": bundled, "runs": runs},
+    )
+    print(f"written {out}")
+
+
+if __name__ == "__main__":  # the child needs none of this; `python -m bench snapshot` calls main
+    main([int(s) for s in sys.argv[1].split(",")] if len(sys.argv) > 1 else [2000])
