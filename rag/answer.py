@@ -36,7 +36,7 @@ from rag.question import (
     quantities,
     question_names,
 )
-from rag.text import idf_weights, number_values, split_sentences, terms
+from rag.text import cite, idf_weights, number_values, split_sentences, terms
 from rag.types import Source
 
 __all__ = ["FEATURES", "ExtractiveBackend", "Model", "names_found", "question_names"]
@@ -197,13 +197,7 @@ def pick(ranked: list[Candidate], model: Model, is_list: bool, most: int = 3) ->
 
 def quote(chosen: list[Candidate]) -> str:
     """The chosen sentences verbatim, each followed by its source's [n]."""
-    parts = []
-    for c in chosen:
-        body = c.sentence.rstrip()
-        end = body[-1] if body[-1] in ".!?" else "."
-        body = body[:-1] if body[-1] in ".!?" else body
-        parts.append(f"{body} [{c.source.number}]{end}")
-    return " ".join(parts)
+    return " ".join(cite(c.sentence, [c.source.number]) for c in chosen)
 
 
 # --------------------------------------------------------------------------------- extractive

@@ -7,6 +7,10 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rag.types import Sentence
 
 CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _ABBREV = {
@@ -270,6 +274,22 @@ def citations(sentence: str) -> list[int]:
 
 def strip_citations(sentence: str) -> str:
     return " ".join(CITATION.sub("", sentence).split())
+
+
+def cite(sentence: str, numbers: Iterable[int]) -> str:
+    """A sentence with its [n] markers before the final stop ("… 16K tokens [1][2]."); a sentence
+    without one gets a full stop. The one sentence renderer: the extractive answer, the verifier's
+    text, the stream and the UI all write a cited sentence with it."""
+    body = sentence.rstrip()
+    end = body[-1] if body and body[-1] in ".!?" else "."
+    body = body[:-1] if body and body[-1] in ".!?" else body
+    marks = "".join(f"[{n}]" for n in numbers)
+    return f"{body} {marks}{end}" if marks else f"{body}{end}"
+
+
+def render(sentences: Iterable[Sentence]) -> str:
+    """Sentences back to text, each followed by its [n] markers."""
+    return " ".join(cite(s.text, s.citations) for s in sentences)
 
 
 @lru_cache(maxsize=65536)  # pure, and called for every word of every candidate sentence

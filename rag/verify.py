@@ -42,6 +42,7 @@ from rag.text import (
     entities,
     is_acronym_of,
     number_values,
+    render,  # re-exported: rag.verify.render was its home before rag.text
     split_sentences,
     strip_citations,
     terms,
@@ -214,15 +215,3 @@ class Verifier:
         if not any(s.supported for s in kept):
             return "", kept if self.policy == "flag" else []
         return render(kept), kept
-
-
-def render(sentences: list[Sentence]) -> str:
-    """Sentences back to text, each followed by its [n] markers."""
-    parts = []
-    for s in sentences:
-        body = s.text.rstrip()
-        end = body[-1] if body and body[-1] in ".!?" else "."
-        body = body[:-1] if body and body[-1] in ".!?" else body
-        marks = "".join(f"[{n}]" for n in s.citations)
-        parts.append(f"{body} {marks}{end}" if marks else f"{body}{end}")
-    return " ".join(parts)

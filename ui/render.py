@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rag.prompts import CANNOT_ANSWER
-from rag.text import split_sentences
+from rag.text import cite, split_sentences
 from rag.types import Answer, IngestReport, Sentence, Source
 
 _CITE = re.compile(r"\[(\d+)\]")
@@ -56,11 +56,7 @@ def _cite_links(escaped: str, turn: int, titles: Mapping[int, str] | None) -> st
 
 
 def _sentence_html(sentence: Sentence, turn: int, titles: Mapping[int, str]) -> str:
-    body = sentence.text.rstrip()
-    end = body[-1] if body and body[-1] in ".!?" else "."
-    body = body[:-1] if body and body[-1] in ".!?" else body
-    marks = "".join(f"[{n}]" for n in sentence.citations)
-    text = _cite_links(esc(f"{body} {marks}{end}" if marks else f"{body}{end}"), turn, titles)
+    text = _cite_links(esc(cite(sentence.text, sentence.citations)), turn, titles)
     if sentence.supported:
         hint = (
             f"Supported by [{sentence.support_source}]: {sentence.support}"
