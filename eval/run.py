@@ -35,7 +35,8 @@ from rag.text import citations
 from . import metrics as M
 from .dataset import DEFAULT_DATASET, Question, gold_ids, load_questions, select
 from .judges import RecordingJudge, agreement, llm_judge, offline_judge
-from .report import build_report, compare_runs, summary_table, write_report
+from .report import build_report, compare_runs, summary_table
+from .report_files import write_report
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
 RETRIEVE_K = 10

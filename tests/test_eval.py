@@ -24,7 +24,8 @@ from rag.types import Answer, Source
 from rag_eval import metrics as M
 from rag_eval.dataset import DatasetError, Question, gold_ids, load_questions, select
 from rag_eval.judges import RecordingJudge, agreement, llm_judge
-from rag_eval.report import build_report, compare_runs, load_run, write_report
+from rag_eval.report import build_report, compare_runs, load_run
+from rag_eval.report_files import write_report
 from rag_eval.run import evaluate_question, main, public_settings
 
 RAG = str(Path(sys.executable).with_name("rag"))
