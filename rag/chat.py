@@ -5,10 +5,18 @@
         ─► else the deterministic rewrite: find what the follow-up refers to and put its name
            in place of the pronoun ("does it include" ─► "does Long Range Arena include")
 
-The subject of a follow-up is, newest first: the first paper the previous answer cited (the UI
-keeps those titles in the assistant message's "sources"; a title "Name: subtitle" gives "Name"),
-else the name in the previous question ("the Long Range Arena benchmark" ─► "Long Range Arena"),
-else, when the previous question names nothing, that question itself is appended as context.
+The subject of a follow-up is what the user was talking about. Walking back from the newest
+turn to the newest question that stands on its own:
+  1. the name the user's question gave ("What is MASFormer?" ─► "MASFormer"): the user's own
+     word for the thing beats any title, and a cited paper's title may name it quite differently
+     ("Efficient Long-Range Transformers: You Need to Attend More, ...");
+  2. else (the question asked "which paper ..." or named nothing) the paper the answer cited
+     first (the UI and the API keep those titles in the assistant message's "sources"), by its
+     name: a title "Name: subtitle" whose head is a coined name ("SlimFit: ..." ─► "SlimFit"),
+     else the name the answer quotes the paper coining ("we propose MASFormer, ..."), else the
+     title's head;
+  3. else, when the question names nothing and no answer cited a paper, that question itself is
+     appended as context.
 """
 
 from __future__ import annotations
@@ -47,6 +55,13 @@ _REQUEST_VERBS = frozenset(
 )
 _QUESTION_WORDS = QUESTION_WORDS | AUXILIARIES | _REQUEST_VERBS
 _NAME_JOINERS = frozenset({"of", "de", "von"})  # "Mixture of Experts"
+# How an abstract introduces what it names: "we propose X", "(dubbed X)", "namely X", "termed X".
+_COINS = re.compile(
+    r"\b(?:propos(?:e|es|ed)|introduc(?:e|es|ed)|present(?:s|ed)?|call(?:s|ed)?|"
+    r"name(?:s|d)|namely|dub(?:s|bed)?|term(?:s|ed)?)\b",
+    re.I,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _TAGS = re.compile(r"<[^>]{1,200}>")
 
 
@@ -101,6 +116,40 @@ def short_name(title: str) -> str:
     return head if head and len(head.split()) <= 6 else title.strip()
 
 
+def is_coined(word: str) -> bool:
+    """A made-up name, by its shape: a capital or digit past the first letter of a part
+    ("MASFormer", "MP-SENet", "TLEG", "GPT-4"), not an ordinary capitalised word ("Efficient")."""
+    core = word.strip("\"'`()[],.;:?!“”")
+    if len(core) < 3 or not core[0].isalpha():
+        return False
+    parts = [p for p in core.split("-") if p]
+    return any(any(c.isupper() or c.isdigit() for c in p[1:]) for p in parts)
+
+
+def coined_name(text: str) -> str | None:
+    """The name a quoted abstract sentence coins: "(TLEG)" or the first coined word after
+    "we propose" / "dubbed" / "namely" ... in a sentence that introduces something."""
+    for sentence in _SENTENCE_END.split(text):
+        verb = _COINS.search(sentence)
+        if not verb:
+            continue
+        acronym = re.search(r"\(([A-Za-z][\w-]{1,30})\)", sentence)
+        if acronym and is_coined(acronym.group(1)):
+            return acronym.group(1)
+        for word in sentence[verb.end() :].split()[:12]:
+            if is_coined(word):
+                return word.strip("\"'`()[],.;:?!“”")
+    return None
+
+
+def paper_name(title: str, answer: str = "") -> str:
+    """How to call a cited paper in a question: its coined name, else its title's head."""
+    head = short_name(title)
+    if len(head.split()) <= 2 and any(is_coined(w) for w in head.split()):
+        return head  # "SlimFit: Memory-Efficient ..." / "DeiT-LT Distillation ..." heads
+    return coined_name(answer) or head
+
+
 def _name_like(core: str, first: bool) -> bool:
     if len(core) < 2 or (first and core.lower() in _QUESTION_WORDS):
         return False
@@ -143,23 +192,27 @@ def is_follow_up(message: str) -> bool:
 
 
 def subject_of(history: list[Message]) -> tuple[str, bool] | None:
-    """(what a follow-up refers to, whether it is a name) from the newest turn that has one."""
+    """(what a follow-up refers to, whether it is a name): the name the user gave, back to the
+    newest question that stands on its own, else the paper the newest answer cited."""
+    cited: str | None = None  # the paper the newest answer cited, by name
     for message in reversed(history):
         if message["role"] == "assistant":
             sources = message.get("sources") or []
-            if sources and not is_refusal(message["content"]):
+            if cited is None and sources and not is_refusal(message["content"]):
                 first = sources[0]
                 title = first.get("title", "") if isinstance(first, dict) else str(first)
                 if title:
-                    return short_name(title), True
+                    cited = paper_name(title, message["content"])
             continue
         content = message["content"]
         name = name_in(content)
         if name and not _ASKS_FOR_A_PAPER.match(content):  # "Which paper ...": the answer is it
             return name, True
+        if cited is not None and (name or not is_follow_up(content)):
+            return cited, True
         if not is_follow_up(content):
             return content.rstrip(" ?.!"), False
-    return None
+    return (cited, True) if cited is not None else None
 
 
 def _last_question(history: list[Message]) -> str | None:

@@ -16,11 +16,13 @@ from conftest import LRA_TITLE, answer_reply
 
 from rag import CANNOT_ANSWER, Assistant
 from rag.chat import (
+    coined_name,
     condense,
     condense_deterministic,
     is_follow_up,
     name_in,
     normalize_history,
+    paper_name,
     short_name,
     trim_history,
 )
@@ -193,6 +195,77 @@ def test_follow_up_retrieves_the_paper_it_refers_to(real_assistant: Assistant) -
     _assert_lra_data_answer(real_assistant.ask(DATA_Q, history=gradio_pairs))
     ui_history = [user(LRA_Q), bot(first.text, [LRA_TITLE])]  # what ui/app.py keeps
     _assert_lra_data_answer(real_assistant.chat(ui_history, DATA_Q))
+
+
+MAS_TITLE = (
+    "Efficient Long-Range Transformers: You Need to Attend More, but Not Necessarily at Every Layer"
+)
+MAS_A = (
+    "To tackle this challenge, we propose MASFormer, an easy-to-implement transformer variant with "
+    "Mixed Attention Spans [1]."
+)
+
+
+def test_the_users_name_beats_the_cited_titles_head() -> None:
+    history = [user("What is MASFormer?"), bot(MAS_A, [MAS_TITLE])]
+    standalone = condense_deterministic(history, "What sequence length example does it mention?")
+    assert standalone == "What sequence length example does MASFormer mention?"
+    # Two follow-ups on, with an answer in between that names nothing, it is still MASFormer.
+    longer = [
+        *history,
+        user("What sequence length example does it mention?"),
+        bot(
+            "However, the (full) attention mechanism incurs high computational cost [1].",
+            [MAS_TITLE],
+        ),
+    ]
+    assert "MASFormer" in condense_deterministic(longer, "How many parameters does it have?")
+
+
+def test_a_cited_paper_is_called_by_the_name_it_coins() -> None:
+    # "Which paper ...": the answer's paper is the subject, named as its abstract names it.
+    history = [
+        user("Which paper mixes full and sparse attention across layers?"),
+        bot(MAS_A, [MAS_TITLE]),
+    ]
+    assert condense_deterministic(history, "Does it use sparse attention?") == (
+        "Does MASFormer use sparse attention?"
+    )
+    assert coined_name("This paper proposes a unified framework (dubbed UniDiffuser) to fit") == (
+        "UniDiffuser"
+    )
+    assert (
+        coined_name("we present Transformer as Linear Expansion of learnGene (TLEG), a") == "TLEG"
+    )
+    assert coined_name("Transformers do not scale very well to long sequence lengths [1].") is None
+    assert (
+        paper_name("SlimFit: Memory-Efficient Fine-Tuning of Transformer-based Models") == "SlimFit"
+    )
+    assert paper_name(LRA_TITLE, LRA_A) == "Long Range Arena"
+    assert paper_name(MAS_TITLE, "Sparse attention has limited capacity [1].") == (
+        "Efficient Long-Range Transformers"
+    )
+
+
+def test_followup_condensing_accuracy_on_dev() -> None:
+    from rag_eval.followups import evaluate, load_followups
+
+    rows = load_followups()
+    assert len(rows) >= 20 and {r.split for r in rows} == {"dev"}
+    result = evaluate(rows)
+    misses = [r for r in result["records"] if not r["ok"]]
+    assert result["summary"]["condense_accuracy"] >= 0.9, misses
+
+
+@pytest.mark.e2e
+def test_follow_up_keeps_the_method_the_user_named(real_assistant: Assistant) -> None:
+    first = real_assistant.chat([], "What is MASFormer?")
+    assert first.sources[0].title == MAS_TITLE
+    history = [user("What is MASFormer?"), bot(first.text, [s.title for s in first.sources])]
+    answer = real_assistant.chat(history, "What sequence length example does it mention?")
+    assert answer.standalone_question == "What sequence length example does MASFormer mention?"
+    assert answer.sources[0].title == MAS_TITLE and not answer.abstained
+    assert "8k tokens" in answer.text
 
 
 @pytest.mark.e2e
