@@ -209,7 +209,7 @@ class ExtractiveBackend:
     def __init__(
         self,
         model: Model | None = None,
-        max_sentences: int = 3,
+        max_sentences: int = 3,  # RAG_EXTRACTIVE_SENTENCES (Settings.extractive_sentences)
         scope: bool = True,
         people: bool = True,
     ) -> None:

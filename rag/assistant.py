@@ -60,7 +60,7 @@ class Assistant:
         self._verifier: Verifier | None = None
         # The store generation (rag.store.generation) this assistant's store and BM25 reflect.
         self._generation: Any = _UNSEEN
-        self.extractive = ExtractiveBackend()
+        self.extractive = ExtractiveBackend(max_sentences=self.settings.extractive_sentences)
 
     # ------------------------------------------------------------------------------ components
     @property

@@ -135,6 +135,13 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(
         160, ge=16, le=4096, description="Most tokens an LLM may write for one answer."
     )
+    extractive_sentences: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Most sentences the extractive backend quotes in one answer (at most two "
+        "from one paper, one for a list question).",
+    )
     history_tokens: int = Field(1000, ge=0, description="Token budget for chat history.")
 
     # --- verification --------------------------------------------------------------------------
@@ -177,7 +184,7 @@ class Settings(BaseSettings):
     @field_validator("api_cors_origins", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:
-        """"a, b" (the environment) or a list -> origins without a trailing slash; none = None."""
+        """ "a, b" (the environment) or a list -> origins without a trailing slash; none = None."""
         if isinstance(value, str):
             value = value.split(",")
         if isinstance(value, list | tuple):

@@ -44,7 +44,7 @@ def create(name: str, settings: Settings) -> Backend:
 def _extractive(settings: Settings) -> Backend:
     from rag.answer import ExtractiveBackend
 
-    return ExtractiveBackend()
+    return ExtractiveBackend(max_sentences=settings.extractive_sentences)
 
 
 @register("openai")
