@@ -186,8 +186,12 @@ class Assistant:
         *,
         rebuild: bool = False,
         progress: Progress | None = None,
+        ray: str | None = None,
     ) -> IngestReport:
-        """Add papers from files or directories (None = the bundled corpus). Safe to repeat."""
+        """Add papers from files or directories (None = the bundled corpus). Safe to repeat.
+
+        `ray` (default RAG_RAY_ADDRESS): encode on a Ray cluster, `auto`, `local` or its address
+        (rag.ray_ingest; the `ray` extra). The store is the one a local ingest makes."""
         if paths and any(isinstance(p, str) and not p.strip() for p in paths):
             raise ConfigError(
                 "an empty path was given; name a file or directory to ingest (`.` for the "
@@ -203,7 +207,9 @@ class Assistant:
                 if rebuild:
                     self._reset_store()
                     bump_generation(self.settings)  # running servers drop the deleted collection
-                report = self._ingest_locked(targets, emb, chunker, progress)
+                report = self._ingest_locked(
+                    targets, emb, chunker, progress, ray or self.settings.ray_address
+                )
                 # Inside the lock: BM25 is written by one ingest at a time, and repaired here
                 # when it no longer matches the store (rag.hybrid validates it on load).
                 if hasattr(self.retriever, "refresh"):
@@ -215,7 +221,12 @@ class Assistant:
         return report  # type: ignore[return-value]  # set, or the ingest raised
 
     def _ingest_locked(
-        self, targets: list[Path], emb: Any, chunker: Chunker, progress: Progress | None
+        self,
+        targets: list[Path],
+        emb: Any,
+        chunker: Chunker,
+        progress: Progress | None,
+        ray: str | None = None,
     ) -> IngestReport:
         # No store on disk yet: nothing to skip, so encoding starts while it is opened.
         fresh = (
@@ -233,7 +244,16 @@ class Assistant:
             fresh=fresh,
             max_id_chars=self.settings.max_id_chars,
         )
-        return ingestor.run(targets, progress=progress)
+        if not ray:
+            return ingestor.run(targets, progress=progress)
+        from rag.ray_ingest import RayEncodeStage
+
+        stage = RayEncodeStage(self.settings, emb, address=ray)
+        ingestor.encode_stage = stage
+        try:
+            return ingestor.run(targets, progress=progress)
+        finally:
+            stage.close()
 
     def _prepare_bm25(self, ids: list[str], texts: list[str]) -> None:
         """A hybrid retriever tokenises new chunks while the ingest runs (resolved here, in the

@@ -119,7 +119,9 @@ def main_callback(
     )
 
 
-def do_ingest(assistant: Assistant, paths: list[Path] | None, rebuild: bool = False) -> Any:
+def do_ingest(
+    assistant: Assistant, paths: list[Path] | None, rebuild: bool = False, ray: str | None = None
+) -> Any:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -151,7 +153,7 @@ def do_ingest(assistant: Assistant, paths: list[Path] | None, rebuild: bool = Fa
             rate = f"({done / elapsed:,.0f}/s)" if done and elapsed > 1 else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
-        return assistant.ingest(paths or None, rebuild=rebuild, progress=progress)
+        return assistant.ingest(paths or None, rebuild=rebuild, progress=progress, ray=ray)
 
 
 @app.command()
@@ -163,6 +165,15 @@ def ingest(
         bool, typer.Option("--rebuild", help="Drop the collection and rebuild it.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|local|ADDRESS",
+            help="Encode on a Ray cluster (extra `ray`): auto = the running one, local = a private "
+            "one on 127.0.0.1, or its address; default RAG_RAY_ADDRESS (docs/scale.md).",
+        ),
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Add papers to the store. Repeating it adds nothing; changed abstracts are replaced."""
@@ -175,7 +186,7 @@ def ingest(
                 "an empty path was given; name a file or directory to ingest (`.` for the "
                 "current directory)"
             )
-        return do_ingest(_assistant(overrides), [Path(p) for p in paths or []], rebuild)
+        return do_ingest(_assistant(overrides), [Path(p) for p in paths or []], rebuild, ray)
 
     report = _run(go)
     if as_json:

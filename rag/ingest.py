@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # (papers done, papers in all: estimated from the bytes read so far, exact at the end)
 Progress = Callable[[int, int | None], None]
+# Batches of chunk texts in, one (n, dim) array of vectors per batch out, in the same order.
+EncodeStage = Callable[[Iterator[list[str]]], Iterator[Any]]
 PAPER_BATCH = 256
 
 
@@ -184,6 +187,7 @@ class Ingestor:
         on_chunks: Callable[[list[str], list[str]], None] | None = None,
         fresh: bool = False,
         max_id_chars: int = 256,
+        encode_stage: EncodeStage | None = None,
     ) -> None:
         # A store still to be opened (`fresh`): opening it (~0.7 s, mostly importing chromadb)
         # then happens in the writing thread while the first batches are encoded.
@@ -199,6 +203,9 @@ class Ingestor:
         # Told (ids, texts) of each batch's new chunks in the writing thread once they are
         # written: the BM25 index tokenises them there, while the encoder works on later batches.
         self.on_chunks = on_chunks
+        # Each batch's new chunk texts in, their vectors out, in order: this process's encoder,
+        # or another place to encode them (rag.ray_ingest: a Ray cluster).
+        self.encode_stage = encode_stage or self._encode_here
 
     @property
     def store(self) -> Store:
@@ -283,10 +290,17 @@ class Ingestor:
         ]
         for thread in threads:
             thread.start()
-        try:
+        pending: deque[_Plan] = deque()  # planned batches, in the order their texts went out
+
+        def texts() -> Iterator[list[str]]:
             while (plan := plans.get()) is not _DONE:
-                vectors = encode(self.embedder, plan.new.texts) if plan.new.ids else None
-                writes.put((plan, vectors))
+                pending.append(plan)
+                yield plan.new.texts
+
+        try:
+            for vectors in self.encode_stage(texts()):
+                plan = pending.popleft()
+                writes.put((plan, vectors if plan.new.ids else None))
                 if progress:
                     progress(written, _estimate(read[1], read[0], size))
             writes.put(_DONE)
@@ -310,6 +324,10 @@ class Ingestor:
             report.seconds,
         )
         return report
+
+    def _encode_here(self, batches: Iterable[list[str]]) -> Iterator[Any]:
+        for texts in batches:
+            yield encode(self.embedder, texts) if texts else None
 
     def _plan(self, papers: list[Paper], report: IngestReport) -> _Plan:
         """What to write for a batch of papers: which are new, changed or unchanged, and chunks."""
