@@ -289,6 +289,26 @@ def test_a_failed_llm_shows_in_the_model_and_the_content(api_assistant: Assistan
         assert json.loads(as_json.choices[0].message.content)["notice"].startswith("Note:")
 
 
+def test_a_follow_up_keeps_the_method_the_user_named(base: str) -> None:
+    """The issue's conversation through the API: "it" is MASFormer, not a fragment of the title
+    of the paper that answered ("Efficient Long-Range Transformers: ...")."""
+    first = client(base).chat.completions.create(
+        model="rag-extractive", messages=[{"role": "user", "content": "What is MASFormer?"}]
+    )
+    follow = client(base).chat.completions.create(
+        model="rag-extractive",
+        messages=[
+            {"role": "user", "content": "What is MASFormer?"},
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": "What sequence length example does it mention?"},
+        ],
+    )
+    rag = follow.model_extra["rag"]
+    assert rag["standalone_question"] == "What sequence length example does MASFormer mention?"
+    assert rag["sources"][0]["title"].startswith("Efficient Long-Range Transformers")
+    assert "8k tokens [1]" in follow.choices[0].message.content
+
+
 # ------------------------------------------------------------------------------------- CORS
 def cors_checks(url: str, key: str | None) -> None:
     preflight = httpx.options(
