@@ -103,11 +103,11 @@ class Settings(BaseSettings):
     )
 
     # --- answering -----------------------------------------------------------------------------
-    llm: Literal["auto", "openai", "extractive", "local"] = Field(
+    llm: str = Field(
         "auto",
-        description="Answer backend; auto = openai if a base URL or API key is set, else local "
-        "if the `local` extra (llama-cpp-python + the bundled model, or RAG_LLM_GGUF) is "
-        "installed, else extractive.",
+        description="Answer backend, a name in rag.backends' registry (extractive, openai, local); "
+        "auto = openai if a base URL or API key is set, else local if the `local` extra "
+        "(llama-cpp-python + the bundled model, or RAG_LLM_GGUF) is installed, else extractive.",
     )
     llm_base_url: str | None = Field(
         None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1."
@@ -197,8 +197,19 @@ class Settings(BaseSettings):
     def _blank_secret_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("llm")
+    @classmethod
+    def _registered_backend(cls, value: str) -> str:
+        """A backend registers its name (rag.backends.register); Settings names none itself, so
+        adding one touches only its own module."""
+        from rag.backends import names
+
+        if value != "auto" and value not in names():
+            raise ValueError(f"Input should be 'auto' or one of: {', '.join(map(repr, names()))}")
+        return value
+
     @property
-    def resolved_llm(self) -> Literal["openai", "extractive", "local"]:
+    def resolved_llm(self) -> str:
         """The backend `auto` resolves to."""
         if self.llm != "auto":
             return self.llm
