@@ -34,6 +34,33 @@ def test_the_library_never_imports_a_front_end() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def _imported_modules(path: Path) -> set[str]:
+    """Dotted names `path` imports (for `from a import b`: a and a.b), relative ones skipped."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_stages_never_import_the_engine_that_calls_them() -> None:
+    """Only the front-ends (cli, api) and the package's own `__init__` reach up to Assistant; the
+    pipeline is built by Assistant, not imported by the stages it runs."""
+    engine = {"rag.assistant", "rag.pipeline"}
+    callers = {
+        ROOT / "rag" / name for name in ("cli.py", "__init__.py", "assistant.py", "pipeline.py")
+    }
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_imported_modules(path) & engine)
+        for path in (ROOT / "rag").rglob("*.py")
+        if path not in callers and "api" not in path.relative_to(ROOT).parts
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 def test_front_ends_import_each_other_by_relative_or_installed_name() -> None:
     """Inside ui/ and eval/ an absolute `ui.`/`eval.` import would break in the wheel, where the
     folders are rag_ui and rag_eval."""
