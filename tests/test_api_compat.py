@@ -429,7 +429,7 @@ def test_accepted_sampling_fields_still_answer(base: str) -> None:
         top_p=0.9,
         max_tokens=256,
         seed=7,
-        stop=["\n\n\n"],
+        stop="Observation:",
         user="tester",
     )
     assert "16K" in resp.choices[0].message.content

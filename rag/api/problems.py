@@ -83,6 +83,9 @@ def _message(error: dict[str, Any], param: str, expected: list[str]) -> str:
         if kind == name:
             limit = next(iter(ctx.values()), "?")
             return f"invalid {where}: expected a value {op} {limit}, but got {error.get('input')!r}"
+    if kind == "too_long" and "max_length" in ctx:
+        sent = ctx.get("actual_length", "more")
+        return f"invalid {where}: at most {ctx['max_length']} items are allowed, {sent} were sent"
     if kind == "missing":
         return f"missing required parameter {where}"
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
@@ -111,6 +114,8 @@ def problems(errors: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
             first, wanted, order = found[param]
             if expected and wanted:  # union members that failed on the type: merge them
                 found[param] = (first, [*wanted, expected], order)
+            elif wanted and not expected:  # a member took the type but not the value: that one
+                found[param] = (error, [], order)
             continue
         found[param] = (error, [expected] if expected else [], len(found))
     return [
