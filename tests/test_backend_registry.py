@@ -33,5 +33,5 @@ def test_a_registered_name_is_a_valid_setting_and_builds_the_backend(
 
 
 def test_an_unregistered_name_is_refused_with_the_registered_ones() -> None:
-    with pytest.raises(ValidationError, match="'auto' or one of: .*'extractive'"):
+    with pytest.raises(ValidationError, match=r"'auto' or one of: .*'extractive'"):
         Settings(_env_file=None, llm="nope")
