@@ -4,7 +4,7 @@
     python -m bench ingest [--rounds 2] [--synthetic 1000] [--device auto|cpu|cuda]
     python -m bench retrieve [--sizes 1000,10000,100000,1000000] [--phase grow|measure|all]
     python -m bench startup
-    python -m bench snapshot [--sizes 2000,10000] [--kill-at 0.5]   # arXiv snapshot shape: rate, RSS, resume
+    python -m bench snapshot [--sizes 2000,10000] [--read-sizes 100000]   # arXiv snapshot shape
     python -m bench llm [--splits dev,test,holdout] [--limit N] [--cache F]   # rag eval through the local LLM
 
 Never part of the test run. See docs/performance.md for the figures and how to read them.
@@ -40,6 +40,7 @@ def main() -> None:
     sub.add_parser("startup", help="`rag --help` and first `rag ask` wall time")
     snapshot = sub.add_parser("snapshot", help="N arXiv-snapshot records: rate, peak RSS, resume")
     snapshot.add_argument("--sizes", default="2000,10000", help="record counts, comma-separated")
+    snapshot.add_argument("--read-sizes", default="", help="also read (no encoding) these counts")
     snapshot.add_argument("--kill-at", type=float, default=0.5, help="kill -9 at this fraction")
     snapshot.add_argument("--seed", type=int, default=20)
     llm = sub.add_parser("llm", help="rag eval through the local LLM behind llama_cpp.server")
@@ -84,7 +85,12 @@ def main() -> None:
     elif args.name == "snapshot":
         from bench import snapshot as snapshot_bench
 
-        snapshot_bench.main([int(s) for s in args.sizes.split(",")], args.kill_at, args.seed)
+        snapshot_bench.main(
+            [int(s) for s in args.sizes.split(",") if s],
+            args.kill_at,
+            args.seed,
+            [int(s) for s in args.read_sizes.split(",") if s],
+        )
     elif args.name == "llm":
         from bench import llm as llm_bench
 

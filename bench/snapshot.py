@@ -151,6 +151,30 @@ print("@report " + json.dumps({
 """
 
 
+READER = """
+import json, sys, time
+from pathlib import Path
+from rag.corpus import iter_corpus
+from rag.types import Paper
+started, papers = time.perf_counter(), 0
+for item in iter_corpus([Path(sys.argv[1])]):
+    papers += isinstance(item, Paper)
+print("@report " + json.dumps({"papers": papers, "seconds": time.perf_counter() - started}))
+"""
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The reading stage alone (parse, check, dedupe) in a fresh interpreter: rate, peak RSS."""
+    proc = subprocess.Popen([PYTHON, "-c", READER, str(path)], stdout=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = status
+    result = json.loads(out.split("@report ", 1)[1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
 def _ingest(paths: list[Path], data_dir: Path, kill_at: int | None = None) -> dict[str, Any]:
     """One ingest in a fresh interpreter: its report, peak RSS (MiB) and wall time; with
     `kill_at`, SIGKILL once that many papers are written (the result then says when)."""
@@ -206,8 +230,21 @@ def measure(n: int, seed: int, kill_at: float, workdir: Path) -> dict[str, Any]:
     return {"n": n, "full": full, "killed": killed, "resumed": resumed, "resumed_equals_full": same}
 
 
-def main(sizes: list[int], kill_at: float = 0.5, seed: int = 20) -> None:
+def main(
+    sizes: list[int], kill_at: float = 0.5, seed: int = 20, read_sizes: list[int] | None = None
+) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rag-bench-snapshot-"))
+    reads = []
+    for n in read_sizes or []:
+        print(f"reading alone, {n:,} records ...", flush=True)
+        path = write_snapshot(n, seed, workdir / f"read-{n}.json")
+        reads.append({"n": n, "file_mb": path.stat().st_size / 2**20, **_read(path)})
+        path.unlink()
+        print(
+            f"  {reads[-1]['papers'] / reads[-1]['seconds']:,.0f} records/s, peak RSS "
+            f"{reads[-1]['peak_rss_mb']:.0f} MiB",
+            flush=True,
+        )
     print("bundled corpus (yardstick) ...", flush=True)
     from rag.corpus import bundled_corpus_dir
 
@@ -276,12 +313,28 @@ def main(sizes: list[int], kill_at: float = 0.5, seed: int = 20) -> None:
         ],
         rows,
     )
+    if reads:
+        table(
+            "reading alone (parse, check, dedupe; no encoding)",
+            ["records", "file MiB", "seconds", "records/s", "peak RSS MiB"],
+            [
+                [r["n"], r["file_mb"], r["seconds"], r["papers"] / r["seconds"], r["peak_rss_mb"]]
+                for r in reads
+            ],
+        )
     if len(runs) > 1:
         ratio = runs[-1]["full"]["peak_rss_mb"] / runs[0]["full"]["peak_rss_mb"]
         print(f"peak RSS {runs[-1]['n']:,} / {runs[0]['n']:,} records: {ratio:.2f}x")
     out = save(
         "snapshot",
-        {"machine": machine(), "seed": seed, "kill_at": kill_at, "bundled": bundled, "runs": runs},
+        {
+            "machine": machine(),
+            "seed": seed,
+            "kill_at": kill_at,
+            "bundled": bundled,
+            "runs": runs,
+            "reading_alone": reads,
+        },
     )
     print(f"written {out}")
 

@@ -138,8 +138,8 @@ def iter_corpus(
 ) -> Iterator[Paper | CorpusError | None]:
     """Stream papers and errors from many files, deduped; `None` marks a skipped duplicate.
 
-    One pass over each file, in memory bounded by a record, except the dedupe index: a few
-    dozen bytes per paper (its id, and hashes of its title and abstract), not the papers. A paper
+    One pass over each file, in memory bounded by a record, except the dedupe index: ~200 bytes
+    per paper (its id, and hashes of its title and abstract), not the papers. A paper
     kept from one Daily Papers dump gets the author count and date that only a duplicate of it in
     another dump carries: those dumps (.txt, a few hundred entries each) are read by a metadata
     pre-pass first; JSON and CSV files, which carry their metadata on the record, are not.
@@ -171,11 +171,12 @@ def iter_corpus(
                 seen.add(rec, title, abstract)
                 yield rec
                 continue
-            first_abstract, first_title, where = seen.ids[first_id]
+            first_abstract, first_title, where = seen.first(first_id)
+            abstract, title = abstract & _LOW32, title & _LOW32
             if first_abstract != abstract and first_id == rec.id and first_title != title:
                 # "LRA" and "lra" are one paper; these are two behind one id
                 yield CorpusError(
-                    f"id '{rec.id}' was already used by {seen.where(where)} for a different "
+                    f"id '{rec.id}' was already used by {where} for a different "
                     "paper; give each paper its own id",
                     file=rec.source,
                     line=rec.line,
@@ -184,7 +185,7 @@ def iter_corpus(
                 # Two versions of one explicit id: keeping either silently could keep the stale one.
                 yield CorpusError(
                     f"id '{rec.id}' appears again with a different abstract (first at "
-                    f"{seen.where(where)}); keep one version of the record",
+                    f"{where}); keep one version of the record",
                     file=rec.source,
                     line=rec.line,
                 )
@@ -198,23 +199,35 @@ def iter_corpus(
 
 
 class _Seen:
-    """The papers kept so far, as little as deduplication needs: id -> (hash of the abstract,
-    hash of the normalised title, where it was read), and title hash -> id. Python's string hash
-    (64 bits): two different papers collide with odds of about N²/2⁶⁵ (1 in 5 million at 2.8M)."""
+    """The papers kept so far, as little as deduplication needs (~200 bytes a paper): id -> one
+    int packing 32-bit hashes of its abstract and normalised title with where it was read, and
+    the 64-bit title hash -> id. Python's string hash: two different titles collide with odds of
+    about N²/2⁶⁵ (1 in 5 million at 2.8M papers); the 32-bit hashes are only ever compared
+    between two records with the same id."""
 
     def __init__(self) -> None:
-        self.ids: dict[str, tuple[int, int, int]] = {}
+        self.ids: dict[str, int] = {}
         self.titles: dict[int, str] = {}
         self._sources: dict[str, int] = {}
 
     def add(self, paper: Paper, title: int, abstract: int) -> None:
         source = self._sources.setdefault(paper.source, len(self._sources))
-        self.ids[paper.id] = (abstract, title, (source << 40) | paper.line)
+        self.ids[paper.id] = (
+            (abstract & _LOW32)
+            | (title & _LOW32) << 32
+            | min(paper.line, _LOW32) << 64
+            | source << 96
+        )
         self.titles.setdefault(title, paper.id)
 
-    def where(self, packed: int) -> str:
-        source = next(s for s, n in self._sources.items() if n == packed >> 40)
-        return f"{source}:{packed & ((1 << 40) - 1)}"
+    def first(self, paper_id: str) -> tuple[int, int, str]:
+        """(abstract hash, title hash, "file:line") of the kept paper with this id."""
+        packed = self.ids[paper_id]
+        source = next(s for s, n in self._sources.items() if n == packed >> 96)
+        return packed & _LOW32, (packed >> 32) & _LOW32, f"{source}:{(packed >> 64) & _LOW32}"
+
+
+_LOW32 = (1 << 32) - 1
 
 
 _META_FIELDS = ("n_authors", "published", "authors")

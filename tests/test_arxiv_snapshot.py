@@ -181,3 +181,23 @@ def test_ingest_reports_progress_towards_an_estimated_total(fake_assistant: Assi
     assert calls[-1] == (5, 5)
     assert all(t is None or t >= d for d, t in calls)
     assert any(t is not None for d, t in calls[:-1])
+
+
+def test_the_dedupe_index_still_names_the_first_record(tmp_path: Path) -> None:
+    """Deduplication keeps hashes, not papers: its errors still say where the first one was."""
+    path = tmp_path / "twice.jsonl"
+    rows = [
+        {"id": "2401.00001", "title": "One", "abstract": "First paper."},
+        {"id": "2401.00002", "title": "Two", "abstract": "Second paper."},
+        {"id": "2401.00001", "title": "Other", "abstract": "Another paper."},
+        {"id": "2401.00002", "title": "Two", "abstract": "Second paper, revised."},
+        {"title": "ONE!", "abstract": "First paper."},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = load_corpus([path])
+    assert [p.id for p in result.papers] == ["2401.00001", "2401.00002"]
+    assert result.duplicates == 1  # the title-only record is the first paper again
+    assert [(e.line, e.reason.split(";")[0]) for e in result.errors] == [
+        (3, f"id '2401.00001' was already used by {path}:1 for a different paper"),
+        (4, f"id '2401.00002' appears again with a different abstract (first at {path}:2)"),
+    ]
