@@ -350,8 +350,10 @@ def test_cors_api_only(api_assistant: Assistant) -> None:
         preflight = httpx.options(
             f"{url}/v1/models", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
         )
+        assert "access-control-allow-origin" not in preflight.headers
+        refused = error_of(preflight, 405)
         assert (
-            preflight.status_code == 405 and "access-control-allow-origin" not in preflight.headers
+            refused["code"] == "cors_not_enabled" and "RAG_API_CORS_ORIGINS" in refused["message"]
         )
 
 

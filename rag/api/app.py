@@ -84,6 +84,16 @@ def create_api(assistant: Assistant) -> FastAPI:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         err = APIError(exc.status_code, str(exc.detail), code=slug(str(exc.detail)))
         err.headers = dict(exc.headers or {})
+        if (
+            exc.status_code == 405
+            and request.method == "OPTIONS"
+            and "access-control-request-method" in request.headers
+        ):  # a browser's CORS preflight, and no origin is allowed
+            err.message = (
+                "cross-origin requests are not enabled; set RAG_API_CORS_ORIGINS to the web "
+                "page's origin (e.g. https://app.example.com) to let it call /v1"
+            )
+            err.code = "cors_not_enabled"
         return respond(err)
 
     @app.exception_handler(Exception)
