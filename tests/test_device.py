@@ -8,6 +8,9 @@ ONNX) is checked against torch on the CPU provider: the vectors a GPU would make
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +138,15 @@ def test_the_gpu_encoder_is_fp32_batched_and_matches_torch(monkeypatch: pytest.M
     torch_vectors = SentenceEmbedding(batch_size=64).encode(texts)
     cosine = (gpu.encode(texts) * torch_vectors).sum(axis=1)
     assert float(np.min(cosine)) > 0.9999
+
+
+@pytest.mark.e2e
+def test_the_cli_says_the_fix_in_one_line(tmp_path: Path) -> None:
+    if device_mod.onnx_cuda_available():
+        pytest.skip("onnxruntime here has a CUDA provider: this test is for CPU-only machines")
+    rag = str(Path(sys.executable).with_name("rag"))
+    env = {**os.environ, "RAG_DATA_DIR": str(tmp_path), "RAG_EMBED_DEVICE": "cuda"}
+    result = subprocess.run([rag, "ingest"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1
+    assert "RAG_EMBED_DEVICE=cuda" in result.stderr and "onnxruntime-gpu" in result.stderr
+    assert "Traceback" not in result.stderr

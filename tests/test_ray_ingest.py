@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,8 +220,6 @@ def test_without_the_extra_ray_is_an_error_that_names_it(monkeypatch: pytest.Mon
 
 def test_an_address_that_does_not_answer_fails_at_once() -> None:
     """Checked before ray.init, which retries a silent address for minutes."""
-    import socket
-
     from rag.ray_ingest import _check_reachable
 
     with socket.socket() as sock:  # a port nobody listens on
@@ -229,3 +229,31 @@ def test_an_address_that_does_not_answer_fails_at_once() -> None:
         _check_reachable(f"127.0.0.1:{port}")
     with pytest.raises(ConfigError, match="host:port"):
         _check_reachable("head-without-port")
+
+
+def _rag(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    rag = str(Path(sys.executable).with_name("rag"))
+    env = {**os.environ, "RAG_DATA_DIR": str(data_dir)}
+    return subprocess.run([rag, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_the_cli_flag_ingests_through_a_private_ray_and_says_when_a_cluster_is_unreachable(
+    corpus: Path, local: Assistant, tmp_path: Path
+) -> None:
+    """`rag ingest --ray local` as a user runs it: its own Ray on 127.0.0.1, stopped after."""
+    result = _rag("ingest", str(corpus), "--ray", "local", "--json", data_dir=tmp_path / "cli")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["chunks_written"] == local.store.count()
+    ingested = Assistant(
+        Settings(data_dir=tmp_path / "cli", _env_file=None), embedder=local.embedder
+    )
+    assert sorted(ingested.store.get(include=[])["ids"]) == sorted(
+        local.store.get(include=[])["ids"]
+    )
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = _rag("ingest", str(corpus), "--ray", f"127.0.0.1:{port}", data_dir=tmp_path / "no")
+    assert result.returncode == 1
+    assert "cannot reach the Ray cluster" in result.stderr and "Traceback" not in result.stderr
