@@ -11,10 +11,11 @@ history, or the prompt) and in the payload's shape (openai.types' ChatCompletion
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +164,8 @@ def add_completion_routes(app: FastAPI, engines: Engines, guarded: list[Depends]
         prompts = body.prompts
         what = "prompt" if len(prompts) == 1 else "prompt {i}"
         questions = [check_question(p, "prompt", what.format(i=i)) for i, p in enumerate(prompts)]
-        replies = [await answer(engines, body, q, []) for q in questions]
+        # Several prompts are answered at once, each in its own worker thread.
+        replies = list(await asyncio.gather(*(answer(engines, body, q, []) for q in questions)))
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         model = replies[0].model
         total: dict[str, int] = {}
@@ -198,22 +200,15 @@ def add_completion_routes(app: FastAPI, engines: Engines, guarded: list[Depends]
                 payload["rag"] = [rag_field(r.answer) for r in replies]
             return JSONResponse(payload)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        pieces: list[Callable[[], dict[str, Any]]] = []
-        for i, (text, reply) in enumerate(zip(texts, replies, strict=True)):
-            for word in words(text):
-                pieces.append(lambda i=i, word=word: completion([choice(i, word, None)], None))
-            pieces.append(
-                lambda i=i, reply=reply: {
-                    **completion([choice(i, "", "stop")], None),
-                    "rag": rag_field(reply.answer),
-                }
-            )
 
         async def events() -> AsyncIterator[str]:
-            for piece in pieces:
-                yield sse(piece())
+            for i, (text, reply) in enumerate(zip(texts, replies, strict=True)):
+                for word in words(text):
+                    yield sse(completion([choice(i, word, None)], None))
+                last = completion([choice(i, "", "stop")], None)
+                yield sse({**last, "rag": rag_field(reply.answer)})
             if include_usage:
-                yield sse({**completion([], total)})
+                yield sse(completion([], total))
             yield sse("[DONE]")
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
