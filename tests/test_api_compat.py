@@ -1,6 +1,7 @@
 """What clients beyond plain chat ask the API for, with the official `openai` client against a
 served `rag` on 127.0.0.1 (real MiniLM, real Chroma, the bundled corpus): legacy completions,
-structured output, refused tools, a visible LLM fallback, CORS, and errors worded for the caller."""
+structured output, refused tools, a visible LLM fallback, and errors worded for the caller
+(CORS: tests/test_api_cors.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from rag.api import create_api
 pytestmark = pytest.mark.e2e
 
 LRA_Q = "What range of sequence lengths does the Long Range Arena benchmark cover?"
-ORIGIN = "https://notebook.example.org"
 
 
 def serving(assistant: Assistant) -> AbstractContextManager[str]:
@@ -307,64 +307,6 @@ def test_a_follow_up_keeps_the_method_the_user_named(base: str) -> None:
     assert rag["standalone_question"] == "What sequence length example does MASFormer mention?"
     assert rag["sources"][0]["title"].startswith("Efficient Long-Range Transformers")
     assert "8k tokens [1]" in follow.choices[0].message.content
-
-
-# ------------------------------------------------------------------------------------- CORS
-def cors_checks(url: str, key: str | None) -> None:
-    preflight = httpx.options(
-        f"{url}/v1/chat/completions",
-        headers={
-            "Origin": ORIGIN,
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
-        },
-    )
-    assert preflight.status_code == 200, preflight.text
-    assert preflight.headers["access-control-allow-origin"] == ORIGIN
-    assert "POST" in preflight.headers["access-control-allow-methods"]
-    assert "x-stainless-os" in preflight.headers["access-control-allow-headers"].lower()
-    auth = {"Authorization": f"Bearer {key}"} if key else {}
-    models = httpx.get(f"{url}/v1/models", headers={"Origin": ORIGIN, **auth})
-    assert models.status_code == 200 and models.headers["access-control-allow-origin"] == ORIGIN
-    if key:  # a refusal is readable by the page too
-        refused = httpx.get(f"{url}/v1/models", headers={"Origin": ORIGIN})
-        assert refused.status_code == 401
-        assert refused.headers["access-control-allow-origin"] == ORIGIN
-    stranger = httpx.options(
-        f"{url}/v1/models",
-        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
-    )
-    assert stranger.status_code == 400 and "access-control-allow-origin" not in stranger.headers
-
-
-def test_cors_api_only(api_assistant: Assistant) -> None:
-    key = "sk-rag-cors-test-0a1b2c"
-    allowed = sibling(
-        api_assistant, api_cors_origins=[ORIGIN, "http://localhost:3000"], api_key=key
-    )
-    with serving(allowed) as url:
-        cors_checks(url, key)
-    with serving(api_assistant) as url:  # none by default
-        plain = httpx.get(f"{url}/v1/models", headers={"Origin": ORIGIN})
-        assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
-        preflight = httpx.options(
-            f"{url}/v1/models", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
-        )
-        assert "access-control-allow-origin" not in preflight.headers
-        refused = error_of(preflight, 405)
-        assert (
-            refused["code"] == "cors_not_enabled" and "RAG_API_CORS_ORIGINS" in refused["message"]
-        )
-
-
-def test_cors_with_the_ui_applies_to_v1_only(api_assistant: Assistant) -> None:
-    from rag_ui.server import build_app
-
-    allowed = sibling(api_assistant, api_cors_origins=ORIGIN)
-    with served(build_app(allowed, ui=True, api=True), startup=120) as url:
-        cors_checks(url, None)
-        page = httpx.get(f"{url}/", headers={"Origin": ORIGIN})
-        assert page.status_code == 200 and "access-control-allow-origin" not in page.headers
 
 
 # ----------------------------------------------------------------------- errors, worded well
