@@ -156,7 +156,7 @@ class RayEncodeStage:
         embedder: Any,
         *,
         address: str = "auto",
-        window: int = WINDOW,
+        window: int | None = None,
         encoder: type | None = None,
     ) -> None:
         self.embed = worker_settings(settings)
@@ -168,7 +168,7 @@ class RayEncodeStage:
                 "`--ray` encodes with rag's own encoders (RAG_EMBED_MODEL / RAG_EMBED_BACKEND); "
                 "an injected embedder cannot be shipped to the workers: drop --ray for it"
             )
-        self.window = window
+        self.window = window or WINDOW
         self.encoder = encoder or EncodeBatch
         self.address = address
         self._session: contextlib.ExitStack | None = None

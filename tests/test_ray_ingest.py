@@ -31,7 +31,7 @@ pytest.importorskip("ray.data", reason="the `ray` extra's Ray Data is not instal
 from rag import Assistant, Settings  # noqa: E402
 from rag.corpus import iter_corpus  # noqa: E402
 from rag.embeddings import get_embedder  # noqa: E402
-from rag.errors import ConfigError  # noqa: E402
+from rag.errors import ConfigError, EmbeddingError  # noqa: E402
 from rag.ray_ingest import EncodeBatch, RayEncodeStage  # noqa: E402
 from rag.types import Paper  # noqa: E402
 
@@ -120,6 +120,7 @@ def _same_store(ray_side: Assistant, local: Assistant) -> None:
         assert float(vector @ theirs[cid][0]) > 0.9999, cid  # same vectors
         assert meta == theirs[cid][1]  # same text and metadata
     assert ray_side.store.count() == len(ours)  # no duplicates
+    ray_side.retriever.refresh()  # the index as it stands on disk (a no-op when current)
     for question in ("Long Range Arena sequence lengths", "attention transformer benchmark"):
         assert ray_side.retriever.bm25_scores(question, 20) == local.retriever.bm25_scores(
             question, 20
@@ -185,6 +186,48 @@ def test_a_worker_that_dies_is_restarted_and_its_task_retried_without_duplicates
     assert (tmp_path / "died").exists()
     assert (report.added, report.chunks_written) == (N_PAPERS, local.store.count())
     _same_store(assistant, local)
+
+
+class FailsOnTitle(EncodeBatch):
+    """An encoder that fails (a worker error, not retried) on one paper's chunks while armed."""
+
+    title = ""
+    armed = ""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if Path(self.armed).exists() and any(str(t).startswith(self.title) for t in batch["text"]):
+            raise EmbeddingError(f"test: refusing {self.title!r}")
+        return super().__call__(batch)
+
+
+def test_a_failed_ray_ingest_is_resumed_by_running_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+    ray_local: None,
+    chroma_server: tuple[str, int],
+    corpus: Path,
+    local: Assistant,
+    tmp_path: Path,
+) -> None:
+    """One Ray Data job per planned batch (a window of one chunk); the job holding the last paper
+    fails. What the earlier jobs encoded is in the store, and a rerun adds only the rest."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    last = json.loads(corpus.read_text().splitlines()[-1])
+    FailsOnTitle.title, FailsOnTitle.armed = last["title"], str(tmp_path / "armed")
+    (tmp_path / "armed").touch()
+    monkeypatch.setattr("rag.ray_ingest.EncodeBatch", FailsOnTitle)
+    monkeypatch.setattr("rag.ray_ingest.WINDOW", 1)
+    assistant = _server_assistant(tmp_path / "data", chroma_server, "ray-resume")
+    with pytest.raises(EmbeddingError, match="test: refusing"):
+        assistant.ingest([corpus])
+    stored = {str(m["paper_id"]) for m in assistant.store.get(include=["metadatas"])["metadatas"]}
+    assert 0 < len(stored) < N_PAPERS and last["id"] not in stored
+
+    (tmp_path / "armed").unlink()
+    rerun = _server_assistant(tmp_path / "data", chroma_server, "ray-resume")
+    again = rerun.ingest([corpus])
+    assert (again.skipped, again.added) == (len(stored), N_PAPERS - len(stored))
+    _same_store(rerun, local)
+    _same_store(assistant, local)  # the first process's view catches up with the rerun
 
 
 def test_workers_refuse_an_encoder_other_than_the_stores(ray_local: None) -> None:
