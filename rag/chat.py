@@ -9,7 +9,8 @@ The subject of a follow-up is what the user was talking about. Walking back from
 turn to the newest question that stands on its own:
   1. the name the user's question gave ("What is MASFormer?" ─► "MASFormer"): the user's own
      word for the thing beats any title, and a cited paper's title may name it quite differently
-     ("Efficient Long-Range Transformers: You Need to Attend More, ...");
+     ("Efficient Long-Range Transformers: You Need to Attend More, ..."). A name after a
+     preposition ("... reach on ImageNet-1K?") is what was asked about it, not the subject;
   2. else (the question asked "which paper ..." or named nothing) the paper the answer cited
      first (the UI and the API keep those titles in the assistant message's "sources"), by its
      name: a title "Name: subtitle" whose head is a coined name ("SlimFit: ..." ─► "SlimFit"),
@@ -62,6 +63,12 @@ _COINS = re.compile(
     re.I,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# A name after one of these is what the question asks about the subject with ("reach on
+# ImageNet-1K", "compared with BERT"), not the subject itself. "of" is not one: "the goals of X".
+_PREPOSITIONS = frozenset(
+    {"on", "in", "at", "for", "with", "from", "to", "than", "against", "over", "using", "via"}
+    | {"across", "by", "into", "onto", "versus", "vs", "within", "between", "among", "under"}
+)
 _TAGS = re.compile(r"<[^>]{1,200}>")
 
 
@@ -153,8 +160,10 @@ def paper_name(title: str, answer: str = "") -> str:
 def _name_like(core: str, first: bool) -> bool:
     if len(core) < 2 or (first and core.lower() in _QUESTION_WORDS):
         return False
-    if any(c.isdigit() for c in core) or any(c.isupper() for c in core[1:]):
-        return True  # GPT-4, SiMBA, LRA, CamelCase
+    if any(c.isupper() for c in core[1:]) or (core[0].isupper() and any(c.isdigit() for c in core)):
+        return (
+            True  # GPT-4, SiMBA, LRA, CamelCase; not "top-1", "16k" (a digit alone names nothing)
+        )
     return core[0].isupper() and not first
 
 
@@ -179,6 +188,17 @@ def name_in(question: str) -> str | None:
         if run:
             names.append(" ".join(run))
     return max(names, key=lambda r: len(r.split()), default=None)
+
+
+def users_subject(question: str) -> str | None:
+    """The name a question is about: its name, unless that stands after a preposition."""
+    name = name_in(question)
+    if not name:
+        return None
+    before = question[: question.find(name.split()[0])].split()
+    if before and before[-1].lower().strip(",;:") in _PREPOSITIONS:
+        return None
+    return name
 
 
 def is_follow_up(message: str) -> bool:
@@ -206,8 +226,9 @@ def subject_of(history: list[Message]) -> tuple[str, bool] | None:
             continue
         content = message["content"]
         name = name_in(content)
-        if name and not _ASKS_FOR_A_PAPER.match(content):  # "Which paper ...": the answer is it
-            return name, True
+        own = users_subject(content)
+        if own and not _ASKS_FOR_A_PAPER.match(content):  # "Which paper ...": the answer is it
+            return own, True
         if cited is not None and (name or not is_follow_up(content)):
             return cited, True
         if not is_follow_up(content):

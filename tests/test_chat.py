@@ -222,6 +222,19 @@ def test_the_users_name_beats_the_cited_titles_head() -> None:
     assert "MASFormer" in condense_deterministic(longer, "How many parameters does it have?")
 
 
+def test_a_name_after_a_preposition_is_not_the_subject() -> None:
+    title = "MetaFormer Is Actually What You Need for Vision"
+    answer = "For example, on ImageNet-1K, PoolFormer achieves 82.1% top-1 accuracy [1]."
+    history = [
+        user("What top-1 accuracy does the pooling model reach on ImageNet-1K?"),
+        bot(answer, [title]),
+    ]
+    standalone = condense_deterministic(history, "How many parameters does it use?")
+    assert "ImageNet" not in standalone and "top-1" not in standalone
+    assert title in standalone  # the cited paper: its title names no coined head, no "we propose"
+    assert name_in("What top-1 accuracy at 16k tokens?") is None  # a digit alone names nothing
+
+
 def test_a_cited_paper_is_called_by_the_name_it_coins() -> None:
     # "Which paper ...": the answer's paper is the subject, named as its abstract names it.
     history = [
