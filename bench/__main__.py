@@ -6,6 +6,7 @@
     python -m bench startup
     python -m bench snapshot [--sizes 2000,10000] [--read-sizes 100000]   # arXiv snapshot shape
     python -m bench llm [--splits dev,test,holdout] [--limit N] [--cache F]   # rag eval through the local LLM
+    python -m bench llm_replay [--split dev] [--cache F]   # the same on recorded replies only, no model
 
 Never part of the test run. See docs/performance.md for the figures and how to read them.
 """
@@ -62,6 +63,13 @@ def main() -> None:
         help="JSON-lines file of the model's replies: replay those seen before, record new ones "
         "(quality figures only; timings of a replayed run are null)",
     )
+    replay = sub.add_parser("llm_replay", help="the LLM path on recorded replies only (no model)")
+    replay.add_argument("--split", default="dev")
+    replay.add_argument(
+        "--cache", default=None, help="default bench/results/llm-cache/replies.jsonl"
+    )
+    replay.add_argument("--data-dir", default=None, help="store to use (default .rag)")
+    replay.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.name == "fidelity":
@@ -102,6 +110,10 @@ def main() -> None:
             args.cache,
             args.sample,
         )
+    elif args.name == "llm_replay":
+        from bench import llm_replay
+
+        llm_replay.main(args.split, args.cache, args.data_dir, args.limit)
     else:
         from bench import startup
 

@@ -141,6 +141,10 @@ def test_chunk_text_is_kept_in_metadata_and_old_stores_read_the_same(
         assert "text" not in m
     assert not store.get(include=["documents"]).get("metadatas")
     assert not store.get(ids=["old#0:x"], include=["documents"]).get("metadatas")
+    # Vectors read back whole (Chroma hands them over as a numpy array, not a list).
+    vectors = store.get(include=["embeddings"])
+    assert len(vectors["embeddings"]) == len(vectors["ids"]) == 3
+    assert list(vectors["embeddings"][vectors["ids"].index("old#0:x")]) == [1.0] + [0.0] * 63
     sources = fake_assistant.retrieve("quokka nets small")
     assert sources[0].title == "Quokka Nets" and "Quokka nets are small." in sources[0].snippet
 

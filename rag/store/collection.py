@@ -308,7 +308,8 @@ class Store:
         merged: dict[str, Any] = {"ids": [], **{key: [] for key in include}}
         for page in self.pages(where, include, offset or 0):
             for key in ("ids", *include):
-                merged[key].extend(page.get(key) or [])
+                value = page.get(key)  # embeddings come back as a numpy array: no `or []`
+                merged[key].extend(value if value is not None else [])
         return merged
 
     def pages(
