@@ -230,6 +230,18 @@ def measure(n: int, seed: int, kill_at: float, workdir: Path) -> dict[str, Any]:
     return {"n": n, "full": full, "killed": killed, "resumed": resumed, "resumed_equals_full": same}
 
 
+def _report_reads(reads: list[dict[str, Any]]) -> None:
+    if reads:
+        table(
+            "reading alone (parse, check, dedupe; no encoding)",
+            ["records", "file MiB", "seconds", "records/s", "peak RSS MiB"],
+            [
+                [r["n"], r["file_mb"], r["seconds"], r["papers"] / r["seconds"], r["peak_rss_mb"]]
+                for r in reads
+            ],
+        )
+
+
 def main(
     sizes: list[int], kill_at: float = 0.5, seed: int = 20, read_sizes: list[int] | None = None
 ) -> None:
@@ -245,6 +257,10 @@ def main(
             f"{reads[-1]['peak_rss_mb']:.0f} MiB",
             flush=True,
         )
+    if not sizes:  # the reading stage alone
+        _report_reads(reads)
+        print(f"written {save('snapshot-read', {'machine': machine(), 'reading_alone': reads})}")
+        return
     print("bundled corpus (yardstick) ...", flush=True)
     from rag.corpus import bundled_corpus_dir
 
@@ -313,15 +329,7 @@ def main(
         ],
         rows,
     )
-    if reads:
-        table(
-            "reading alone (parse, check, dedupe; no encoding)",
-            ["records", "file MiB", "seconds", "records/s", "peak RSS MiB"],
-            [
-                [r["n"], r["file_mb"], r["seconds"], r["papers"] / r["seconds"], r["peak_rss_mb"]]
-                for r in reads
-            ],
-        )
+    _report_reads(reads)
     if len(runs) > 1:
         ratio = runs[-1]["full"]["peak_rss_mb"] / runs[0]["full"]["peak_rss_mb"]
         print(f"peak RSS {runs[-1]['n']:,} / {runs[0]['n']:,} records: {ratio:.2f}x")
