@@ -154,7 +154,7 @@ def missing_phrases(claim: str, full: str) -> list[str]:
 
 
 def missing_words(claim: str, full: str) -> list[str]:
-    """Capitalised words inside the claim ('the Chinchilla paper') that the source never uses, in
+    """Capitalised words inside the claim ('the Hamster paper') that the source never uses, in
     any case: a name the source does not mention cannot be supported by it."""
     source = set(norm(full).split())
     return sorted({m.group(1) for m in _CAPITALISED.finditer(claim)} - _known(source))

@@ -37,7 +37,7 @@ _CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while|whereas|which|and\s+it)\s+|,\s+
 
 
 # A clause that opens with a pronoun or relative word depends on the clause before it; so does a
-# later clause that opens with a participle (", achieving …", ", greatly reducing …"): alone
+# later clause that opens with a participle (", reaching …", ", mostly saving …"): alone
 # each is a fragment.
 _LEANS_BACK = re.compile(
     r"(?:it|its|they|their|them|this|these|those|that|which|who|whose|he|she|both|each)\b", re.I
