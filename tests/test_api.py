@@ -5,59 +5,36 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from conftest import LRA_TITLE, answer_reply, free_port, served
-from openai import OpenAI
+from api_support import LRA_Q, client, serving, sibling, store_copy
+from conftest import LRA_TITLE, answer_reply, free_port
 
 from rag import CANNOT_ANSWER, Assistant, Settings
-from rag.api import create_api, split_sources_block
+from rag.api import split_sources_block
 
 pytestmark = pytest.mark.e2e
 
-LRA_Q = "What range of sequence lengths does the Long Range Arena benchmark cover?"
 FOLLOW_UP = "And what kinds of data does it include?"
 API_KEY = "sk-rag-test-3f9a1c0d5e7b"
 
 
-def serving(assistant: Assistant) -> AbstractContextManager[str]:
-    """`create_api(assistant)` under uvicorn (conftest's `served`); yields the base URL."""
-    return served(create_api(assistant), startup=30, lifespan="off")
-
-
-def client(base: str, api_key: str = "unused") -> OpenAI:
-    return OpenAI(base_url=f"{base}/v1", api_key=api_key, max_retries=0, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def api_assistant(real_store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Assistant:
-    data_dir = tmp_path_factory.mktemp("api") / "store"
-    shutil.copytree(real_store_dir, data_dir)
-    return Assistant(Settings(data_dir=data_dir, _env_file=None))
+    return store_copy(real_store_dir, tmp_path_factory, "api")
 
 
 @pytest.fixture(scope="module")
 def base(api_assistant: Assistant) -> Iterator[str]:
     with serving(api_assistant) as url:
         yield url
-
-
-def sibling(assistant: Assistant, **overrides: Any) -> Assistant:
-    """Another engine over the same store and model, with some settings changed."""
-    return Assistant(
-        assistant.settings.with_overrides(**overrides),
-        embedder=assistant.embedder,
-        store=assistant.store,
-    )
 
 
 def ask(base: str, messages: list[dict[str, str]], **kw: Any) -> Any:

@@ -6,62 +6,31 @@ structured output, refused tools, a visible LLM fallback, and errors worded for 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from conftest import LRA_TITLE, free_port, served
-from openai import OpenAI
+from api_support import LRA_Q, client, error_of, serving, sibling, store_copy
+from conftest import LRA_TITLE, free_port
 from pydantic import BaseModel
 
-from rag import CANNOT_ANSWER, Assistant, Settings
-from rag.api import create_api
+from rag import CANNOT_ANSWER, Assistant
 
 pytestmark = pytest.mark.e2e
-
-LRA_Q = "What range of sequence lengths does the Long Range Arena benchmark cover?"
-
-
-def serving(assistant: Assistant) -> AbstractContextManager[str]:
-    return served(create_api(assistant), startup=30, lifespan="off")
-
-
-def client(base: str, api_key: str = "unused") -> OpenAI:
-    return OpenAI(base_url=f"{base}/v1", api_key=api_key, max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def api_assistant(real_store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Assistant:
-    data_dir = tmp_path_factory.mktemp("api-compat") / "store"
-    shutil.copytree(real_store_dir, data_dir)
-    return Assistant(Settings(data_dir=data_dir, _env_file=None))
+    return store_copy(real_store_dir, tmp_path_factory, "api-compat")
 
 
 @pytest.fixture(scope="module")
 def base(api_assistant: Assistant) -> Iterator[str]:
     with serving(api_assistant) as url:
         yield url
-
-
-def sibling(assistant: Assistant, **overrides: Any) -> Assistant:
-    return Assistant(
-        assistant.settings.with_overrides(**overrides),
-        embedder=assistant.embedder,
-        store=assistant.store,
-    )
-
-
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
-    assert "Traceback" not in response.text
-    return body["error"]
 
 
 # ------------------------------------------------------------------------ legacy completions

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from api_support import error_of
 from conftest import served
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
@@ -36,13 +37,6 @@ def serving(assistant: Assistant) -> AbstractContextManager[str]:
 def sibling(assistant: Assistant, **overrides: Any) -> Assistant:
     settings = assistant.settings.with_overrides(**overrides)
     return Assistant(settings, embedder=assistant.embedder, store=assistant.store)
-
-
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
-    return body["error"]
 
 
 CHROMIUM = Path("/usr/bin/chromium")
