@@ -44,6 +44,7 @@ def main() -> None:
     snapshot.add_argument("--read-sizes", default="", help="also read (no encoding) these counts")
     snapshot.add_argument("--kill-at", type=float, default=0.5, help="kill -9 at this fraction")
     snapshot.add_argument("--seed", type=int, default=20)
+    snapshot.add_argument("--results", default="snapshot", help="write bench/results/RESULTS.json")
     llm = sub.add_parser("llm", help="rag eval through the local LLM behind llama_cpp.server")
     llm.add_argument("--splits", default="dev,test,holdout")
     llm.add_argument("--limit", type=int, default=None, help="first N questions of each split")
@@ -98,6 +99,7 @@ def main() -> None:
             args.kill_at,
             args.seed,
             [int(s) for s in args.read_sizes.split(",") if s],
+            args.results,
         )
     elif args.name == "llm":
         from bench import llm as llm_bench

@@ -243,7 +243,11 @@ def _report_reads(reads: list[dict[str, Any]]) -> None:
 
 
 def main(
-    sizes: list[int], kill_at: float = 0.5, seed: int = 20, read_sizes: list[int] | None = None
+    sizes: list[int],
+    kill_at: float = 0.5,
+    seed: int = 20,
+    read_sizes: list[int] | None = None,
+    name: str = "snapshot",
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rag-bench-snapshot-"))
     reads = []
@@ -334,7 +338,7 @@ def main(
         ratio = runs[-1]["full"]["peak_rss_mb"] / runs[0]["full"]["peak_rss_mb"]
         print(f"peak RSS {runs[-1]['n']:,} / {runs[0]['n']:,} records: {ratio:.2f}x")
     out = save(
-        "snapshot",
+        name,
         {
             "machine": machine(),
             "seed": seed,
