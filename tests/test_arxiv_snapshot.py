@@ -17,10 +17,10 @@ from rag import Assistant
 from rag.arxiv import categories_in, category_keys, paper_url, resolve
 from rag.corpus import load_corpus
 from rag.errors import ConfigError
-from rag.loaders import _byte_lines
 from rag.query import parse_filters
 from rag.records import parse_date
 from rag.retrieve import Filters
+from rag.textfile import byte_lines
 
 SNAPSHOT = Path(__file__).parent / "data" / "arxiv-snapshot.json"
 
@@ -151,7 +151,7 @@ def test_lines_are_split_as_splitlines_splits_across_block_boundaries() -> None:
     for _ in range(2000):
         data = bytes(rng.choice(b"ab\r\n") for _ in range(rng.randrange(0, 30)))
         cut = rng.randrange(0, len(data) + 1)
-        lines = _byte_lines(data[:cut], io.BytesIO(data[cut:]), block=rng.randrange(1, 4))
+        lines = byte_lines(data[:cut], io.BytesIO(data[cut:]), block=rng.randrange(1, 4))
         assert list(lines) == data.splitlines(), data
 
 
@@ -160,13 +160,13 @@ def test_json_lines_are_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     import rag.loaders
 
     opened: list[str] = []
-    real = rag.loaders._decoded_lines
+    real = rag.loaders.decoded_lines
 
     def counting(path: Path, on_read: Any = None) -> Any:
         opened.append(path.name)
         return real(path, on_read)
 
-    monkeypatch.setattr(rag.loaders, "_decoded_lines", counting)
+    monkeypatch.setattr(rag.loaders, "decoded_lines", counting)
     result = load_corpus([SNAPSHOT])
     assert len(result.papers) == 5 and opened == ["arxiv-snapshot.json"]
     opened.clear()
