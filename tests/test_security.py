@@ -243,7 +243,7 @@ def test_api_key_never_in_the_ui(
     assistant = Assistant(settings, embedder=real_assistant.embedder, store=real_assistant.store)
     with serving(assistant) as url:
         client = Client(url, verbose=False, download_files=False)
-        _, chat, panel = client.predict(Q, [], 5, "any", "any", "", api_name="/ask")
+        _, chat, panel = client.predict(Q, [], 5, "any", "any", "", "", api_name="/ask")
         seen = [json.dumps(chat), str(panel)]
         assert "HTTP 500" in seen[0]  # the fallback notice is shown ...
         for path in ("", "config", "gradio_api/info"):

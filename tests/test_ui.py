@@ -249,7 +249,7 @@ def test_ask_upload_and_bad_uploads_through_gradio_client(ui_url: str, tmp_path:
     from gradio_client import handle_file
 
     client = _client(ui_url)
-    _, chat, panel = client.predict(LRA_QUESTION, [], 5, "any", "any", "", api_name="/ask")
+    _, chat, panel = client.predict(LRA_QUESTION, [], 5, "any", "any", "", "", api_name="/ask")
     reply = chat[-1]["content"]
     assert chat[-2]["role"] == "user" and _text(chat[-2]["content"]) == LRA_QUESTION
     assert "16K" in _text(reply) and re.search(r"\[\d+\]", _text(reply))
@@ -257,7 +257,7 @@ def test_ask_upload_and_bad_uploads_through_gradio_client(ui_url: str, tmp_path:
 
     # A follow-up in the same chat names the paper it refers to.
     _, chat, panel = client.predict(
-        "Which models does it evaluate?", chat, 5, "any", "any", "", api_name="/ask"
+        "Which models does it evaluate?", chat, 5, "any", "any", "", "", api_name="/ask"
     )
     assert re.search(r"Read as: .*Long Range Arena", _text(chat[-1]["content"]))
     assert LRA_TITLE in panel
@@ -304,6 +304,7 @@ def test_ask_upload_and_bad_uploads_through_gradio_client(ui_url: str, tmp_path:
         "any",
         "any",
         "",
+        "",
         api_name="/ask",
     )
     assert "93.4%" in _text(chat[-1]["content"]) and "Quantum Gravel Sorting" in panel
@@ -328,13 +329,13 @@ def test_ask_upload_and_bad_uploads_through_gradio_client(ui_url: str, tmp_path:
 @pytest.mark.e2e
 def test_errors_are_inline_notices(ui_url: str) -> None:
     client = _client(ui_url)
-    _, chat, _ = client.predict(LRA_QUESTION, [], 5, "2024", "2020", "", api_name="/ask")
+    _, chat, _ = client.predict(LRA_QUESTION, [], 5, "2024", "2020", "", "", api_name="/ask")
     reply = _text(chat[-1]["content"])
     assert "'From year' 2024 is after 'To year' 2020" in reply and "Traceback" not in reply
-    _, chat, _ = client.predict("x" * 2500, [], 5, "any", "any", "", api_name="/ask")
+    _, chat, _ = client.predict("x" * 2500, [], 5, "any", "any", "", "", api_name="/ask")
     assert "over 2,000 characters" in _text(chat[-1]["content"])
     # Filters reach retrieval and are shown with the answer.
-    _, chat, _ = client.predict(LRA_QUESTION, [], 5, "2019", "2021", "", api_name="/ask")
+    _, chat, _ = client.predict(LRA_QUESTION, [], 5, "2019", "2021", "", "", api_name="/ask")
     assert "years: 2019–2021" in _text(chat[-1]["content"])
 
 
@@ -355,13 +356,14 @@ def test_serve_binds_localhost_without_share_by_default(
 def test_two_people_asking_at_once_both_get_their_answers(ui_url: str) -> None:
     first, second = _client(ui_url), _client(ui_url)
     jobs = [
-        first.submit(LRA_QUESTION, [], 5, "any", "any", "", api_name="/ask"),
+        first.submit(LRA_QUESTION, [], 5, "any", "any", "", "", api_name="/ask"),
         second.submit(
             "How does DeiT-LT distill knowledge for tail classes?",
             [],
             5,
             "any",
             "any",
+            "",
             "",
             api_name="/ask",
         ),
@@ -385,13 +387,13 @@ def test_llm_backend_badge_flagged_sentence_and_fallback_notice(
     assistant = Assistant(settings, embedder=real_assistant.embedder, store=real_assistant.store)
     with serving(assistant, startup=60) as url:
         client = _client(url)
-        _, chat, _ = client.predict(LRA_QUESTION, [], 5, "any", "any", "", api_name="/ask")
+        _, chat, _ = client.predict(LRA_QUESTION, [], 5, "any", "any", "", "", api_name="/ask")
         reply = _raw(chat[-1]["content"])
         assert "openai:gpt-4o-mini" in reply and "16K" in _text(reply)
         assert reply.count('class="rag-flag"') == 1 and "NASA" in _text(reply)
 
         fake_llm.fault = "500"
-        _, chat, _ = client.predict(LRA_QUESTION, [], 5, "any", "any", "", api_name="/ask")
+        _, chat, _ = client.predict(LRA_QUESTION, [], 5, "any", "any", "", "", api_name="/ask")
         reply = _raw(chat[-1]["content"])
         assert 'class="rag-notice"' in reply and "language model failed" in _text(reply)
         assert ">extractive<" in reply and "16K" in _text(reply)

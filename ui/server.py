@@ -29,7 +29,8 @@ def build_app(assistant: Assistant, *, ui: bool = True, api: bool = False) -> An
     if ui:
         import gradio as gr
 
-        from .app import build_ui, max_upload_bytes, ui_options
+        from .app import build_ui, max_upload_bytes
+        from .theme import ui_options
 
         blocks = build_ui(assistant).queue()
         app = gr.mount_gradio_app(
@@ -60,7 +61,8 @@ def _check_file_inputs(blocks: Any) -> None:
 def serve(assistant: Assistant, *, ui: bool = True, api: bool = False, share: bool = False) -> None:
     settings = assistant.settings
     if share and ui:
-        from .app import build_ui, max_upload_bytes, ui_options
+        from .app import build_ui, max_upload_bytes
+        from .theme import ui_options
 
         build_ui(assistant, shared=True).queue().launch(
             server_name=settings.host,
