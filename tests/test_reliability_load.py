@@ -256,7 +256,7 @@ AUTHORS = re.compile(r" · <span>(?!\d{4}-\d\d-\d\d<)[^<]*</span>")
 def ui_ask(url: str, question: str) -> Reply:
     """One user: a fresh client asks in a new chat; returns (reply text, sources panel without
     the author lines)."""
-    _, chat, panel = client(url).predict(question, [], 5, "any", "any", "", api_name="/ask")
+    _, chat, panel = client(url).predict(question, [], 5, "any", "any", "", "", api_name="/ask")
     content = chat[-1]["content"]
     if isinstance(content, list):
         content = " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
