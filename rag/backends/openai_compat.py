@@ -45,9 +45,9 @@ class OpenAIBackend(ChatBackend):
                 if settings.openai_api_key
                 else "not-needed"
             )
-            # Retries are ours (`_create`), not the client's `max_retries`: the client gives every
-            # attempt the whole timeout, retries timeouts, sleeps with random jitter and honours
-            # Retry-After up to minutes, so its retries could run far past RAG_LLM_TIMEOUT.
+            # Retries are tenacity's in `_create`, not the client's `max_retries`: the client gives
+            # every attempt the whole timeout, retries timeouts, sleeps with random jitter and
+            # honours Retry-After up to minutes, so its retries could run far past RAG_LLM_TIMEOUT.
             client = OpenAI(
                 base_url=settings.llm_base_url,
                 api_key=key,
@@ -93,32 +93,47 @@ class OpenAIBackend(ChatBackend):
         return None  # 4xx, malformed response: the same request would fail the same way
 
     def _create(self, deadline: float, **kwargs: Any) -> Any:
-        """`chat.completions.create` with bounded retries, never past `deadline`."""
+        """`chat.completions.create` with bounded retries (tenacity), never past `deadline`."""
         import openai
+        from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-        attempt = 0
-        while True:
+        def once() -> Any:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timed_out()
             client = self.client
             if hasattr(client, "with_options"):
                 client = client.with_options(timeout=remaining, max_retries=0)
-            attempt += 1
-            try:
-                return client.chat.completions.create(**kwargs)
-            except Exception as exc:
-                wait = self._retry_wait(exc, attempt)
-                if (
-                    wait is None
-                    or attempt > self.settings.llm_max_retries
-                    or time.monotonic() + wait >= deadline  # waiting would overrun the budget
-                ):
-                    if isinstance(exc, openai.APITimeoutError):
-                        raise self._timed_out() from exc
-                    raise self._fail(exc, attempt) from exc
-                log.info("LLM attempt %d failed (%s); retrying in %.1fs", attempt, exc, wait)
-                self.sleep(wait)
+            return client.chat.completions.create(**kwargs)
+
+        def wait(state: RetryCallState) -> float:
+            assert state.outcome is not None
+            return self._retry_wait(state.outcome.exception(), state.attempt_number) or 0.0
+
+        def past_deadline(state: RetryCallState) -> bool:  # waiting would overrun the budget
+            return time.monotonic() + state.upcoming_sleep >= deadline
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: self._retry_wait(exc, 1) is not None),
+            wait=wait,
+            stop=stop_after_attempt(self.settings.llm_max_retries + 1) | past_deadline,
+            sleep=lambda seconds: self.sleep(seconds),  # read late: tests record the waits
+            before_sleep=lambda state: log.info(
+                "LLM attempt %d failed (%s); retrying in %.1fs",
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else None,
+                state.upcoming_sleep,
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(once)
+        except LLMError:
+            raise
+        except openai.APITimeoutError as exc:
+            raise self._timed_out() from exc
+        except Exception as exc:
+            raise self._fail(exc, retrying.statistics.get("attempt_number", 1)) from exc
 
     def _request(self, messages: Messages, max_tokens: int, **extra: Any) -> dict[str, Any]:
         """The `chat.completions.create` arguments for one answer (`extra`: e.g. stream=True)."""
