@@ -263,7 +263,7 @@ class HybridRetriever(Retriever):
         if filters and filters.author:  # authors are matched on metadata, so read it for all
             full = self.store.query(qvec, fetch, filters.where())
             n_dense = len(full)
-            known = {h.id: h for h in full if _matches(h.metadata, filters)}
+            known = {h.id: h for h in full if filters.matches(h.metadata)}
             cosine = {cid: 1.0 - h.distance for cid, h in known.items()}
         else:
             scored = self.store.nearest(qvec, fetch, filters.where() if filters else None)
@@ -296,7 +296,7 @@ class HybridRetriever(Retriever):
                 cos = float(np.dot(np.asarray(vec, dtype=np.float32), qvec))
                 if filters:
                     meta = got["metadatas"][row] or {}
-                    if not _matches(meta, filters):
+                    if not filters.matches(meta):
                         continue
                     known[cid] = Hit(cid, got["documents"][row] or "", meta, 1.0 - cos)
                 cosine[cid] = cos
@@ -312,7 +312,3 @@ def _kth_score(fused: dict[str, float], k: int, *, per_paper: bool) -> float:
     """The fused score a chunk must reach to enter the top k (of distinct papers if per_paper)."""
     ranked = pick(sorted(fused, key=lambda c: fused[c], reverse=True), k, per_paper=per_paper)
     return fused[ranked[-1]] if len(ranked) == k else float("-inf")
-
-
-def _matches(meta: dict[str, Any], filters: Filters) -> bool:
-    return filters.matches(meta)

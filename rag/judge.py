@@ -157,11 +157,9 @@ def missing_words(claim: str, full: str) -> list[str]:
     """Capitalised words inside the claim ('the Hamster paper') that the source never uses, in
     any case: a name the source does not mention cannot be supported by it."""
     source = set(norm(full).split())
-    return sorted({m.group(1) for m in _CAPITALISED.finditer(claim)} - _known(source))
-
-
-def _known(source: set[str]) -> set[str]:
-    return {w.capitalize() for w in source}
+    return sorted(
+        {w for m in _CAPITALISED.finditer(claim) if (w := m.group(1)).lower() not in source}
+    )
 
 
 def signals(
