@@ -4,7 +4,7 @@
     python -m bench ingest [--rounds 2] [--synthetic 1000] [--device auto|cpu|cuda]
     python -m bench retrieve [--sizes 1000,10000,100000,1000000] [--phase grow|measure|all]
     python -m bench startup
-    python -m bench snapshot [--sizes 2000,10000] [--read-sizes 100000]   # arXiv snapshot shape
+    python -m bench snapshot [--sizes 2000,10000] [--stores embedded,server]   # arXiv snapshot shape
     python -m bench llm [--splits dev,test,holdout] [--limit N] [--cache F]   # rag eval through the local LLM
     python -m bench llm_replay [--split dev] [--cache F]   # the same on recorded replies only, no model
 
@@ -45,6 +45,9 @@ def main() -> None:
     snapshot.add_argument("--kill-at", type=float, default=0.5, help="kill -9 at this fraction")
     snapshot.add_argument("--seed", type=int, default=20)
     snapshot.add_argument("--results", default="snapshot", help="write bench/results/RESULTS.json")
+    snapshot.add_argument(
+        "--stores", default="embedded", help="embedded, server (a `chroma run`), or both"
+    )
     llm = sub.add_parser("llm", help="rag eval through the local LLM behind llama_cpp.server")
     llm.add_argument("--splits", default="dev,test,holdout")
     llm.add_argument("--limit", type=int, default=None, help="first N questions of each split")
@@ -100,6 +103,7 @@ def main() -> None:
             args.seed,
             [int(s) for s in args.read_sizes.split(",") if s],
             args.results,
+            [k for k in args.stores.split(",") if k],
         )
     elif args.name == "llm":
         from bench import llm as llm_bench

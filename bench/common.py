@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: corpora, timing, memory, results files and tables.
+"""Shared helpers for the benchmarks: corpora, timing, memory, a `chroma run`, results and tables.
 
 Benchmarks run each measured pipeline in a fresh subprocess (`python -m bench.worker JOB ARGS`) so
 model loading, imports and memory are counted the same way on every side, and so one run cannot
@@ -18,9 +18,12 @@ import re
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from tests.local_servers import start_chroma, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -219,3 +222,36 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+# ----------------------------------------------------------------------------- chroma run
+class ChromaServer:
+    """A `chroma run` on 127.0.0.1 serving `path`, its peak RSS sampled while it runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc, self.port = start_chroma(path, timeout=120)
+        self.peak_mb = rss_mb(self.proc.pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_mb = max(self.peak_mb, rss_mb(self.proc.pid))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        stop_process(self.proc, 20)
+
+
+@contextlib.contextmanager
+def chroma_store(kind: str, path: Path) -> Iterator[ChromaServer | None]:
+    """Nothing for an embedded store; a `chroma run` server for `server`, stopped after."""
+    server = ChromaServer(path) if kind == "server" else None
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.close()

@@ -1,6 +1,6 @@
 """`python -m bench snapshot`: ingest N records in the exact shape of the arXiv metadata snapshot.
 
-    python -m bench snapshot --sizes 2000,10000 [--kill-at 0.5] [--seed 20]
+    python -m bench snapshot --sizes 2000,10000 [--kill-at 0.5] [--seed 20] [--stores embedded,server]
 
 For each N: write N records shaped as `arxiv-metadata-oai-snapshot.json` lines (the snapshot's
 fields and their quirks: hard line breaks and leading spaces in titles and abstracts, RFC 2822
@@ -14,8 +14,13 @@ interpreter with the real model and an embedded Chroma store:
      seconds the resumed ingest takes, and whether the store it leaves equals the uninterrupted one
      (chunk count and ids).
 
-The bundled corpus (277 abstracts) is ingested the same way in the same run as the yardstick: the
-snapshot rate is reported as a ratio to it. Results: bench/results/snapshot.json.
+`--stores embedded,server` runs each size twice: into an embedded store, and into a real `chroma run`
+on 127.0.0.1 (a fresh server per ingest, the resumed one on the killed one's server), so the
+ingest process's own peak RSS is measured apart from the server's (sampled every 0.2 s, the
+server's children included). `--kill-at 0` skips the kill and resume.
+
+The bundled corpus (277 abstracts) is ingested the same way in the same run as the yardstick, once
+per store kind: the snapshot rate is reported as a ratio to it. Results: bench/results/snapshot.json.
 """
 
 from __future__ import annotations
@@ -29,11 +34,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, ROOT, bundled_papers, du_mb, machine, save, sentence_pool, table
+from bench.common import (
+    PYTHON,
+    ROOT,
+    ChromaServer,
+    bundled_papers,
+    chroma_store,
+    du_mb,
+    machine,
+    save,
+    sentence_pool,
+    table,
+)
 
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 _DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -134,7 +150,8 @@ import json, sys, time
 from pathlib import Path
 from rag import Assistant, Settings
 args = json.loads(sys.argv[1])
-assistant = Assistant(Settings(data_dir=Path(args["data_dir"]), _env_file=None))
+server = {"chroma_host": "127.0.0.1", "chroma_port": args["port"]} if args.get("port") else {}
+assistant = Assistant(Settings(data_dir=Path(args["data_dir"]), _env_file=None, **server))
 assistant.embedder  # the model loads before the clock starts
 def progress(done, total):
     print(f"@progress {done} {total}", flush=True)
@@ -175,18 +192,22 @@ def _read(path: Path) -> dict[str, Any]:
     return result
 
 
-def _ingest(paths: list[Path], data_dir: Path, kill_at: int | None = None) -> dict[str, Any]:
+def _ingest(
+    paths: list[Path],
+    data_dir: Path,
+    kill_at: int | None = None,
+    server: ChromaServer | None = None,
+) -> dict[str, Any]:
     """One ingest in a fresh interpreter: its report, peak RSS (MiB) and wall time; with
-    `kill_at`, SIGKILL once that many papers are written (the result then says when)."""
+    `kill_at`, SIGKILL once that many papers are written (the result then says when); with
+    `server`, into that `chroma run` (its peak RSS so far is added)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    args = {"data_dir": str(data_dir), "paths": list(map(str, paths))}
+    if server is not None:
+        args["port"] = server.port
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-c",
-            CHILD,
-            json.dumps({"data_dir": str(data_dir), "paths": list(map(str, paths))}),
-        ],
+        [PYTHON, "-c", CHILD, json.dumps(args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
@@ -209,25 +230,34 @@ def _ingest(paths: list[Path], data_dir: Path, kill_at: int | None = None) -> di
     out["wall_seconds"] = time.perf_counter() - started
     out["peak_rss_mb"] = usage.ru_maxrss / 1024
     out["exit_status"] = status
+    if server is not None:
+        out["server_peak_rss_mb"] = server.peak_mb
+        out["disk_mb"] = du_mb(data_dir) + du_mb(server.path)
+    else:
+        out["disk_mb"] = du_mb(data_dir)
     return out
 
 
-def measure(n: int, seed: int, kill_at: float, workdir: Path) -> dict[str, Any]:
-    path = write_snapshot(n, seed, workdir / f"arxiv-metadata-oai-snapshot-{n}.json")
-    full = _ingest([path], workdir / f"full-{n}")
-    full["disk_mb"] = du_mb(workdir / f"full-{n}")
+def measure(n: int, seed: int, kill_at: float, workdir: Path, kind: str) -> dict[str, Any]:
+    path = workdir / f"arxiv-metadata-oai-snapshot-{n}.json"
+    if not path.exists():
+        write_snapshot(n, seed, path)
+    with chroma_store(kind, workdir / f"chroma-full-{n}") as server:
+        full = _ingest([path], workdir / f"full-{n}", server=server)
     full["file_mb"] = path.stat().st_size / 2**20
-    killed_dir = workdir / f"killed-{n}"
-    killed = _ingest([path], killed_dir, kill_at=int(n * kill_at))
-    resumed = _ingest([path], killed_dir)
-    same = (resumed.get("chunks"), resumed.get("ids_digest")) == (
-        full.get("chunks"),
-        full.get("ids_digest"),
-    )
-    for d in (workdir / f"full-{n}", killed_dir):
+    result = {"n": n, "store": kind, "full": full}
+    if kill_at > 0:
+        killed_dir = workdir / f"killed-{n}"
+        with chroma_store(kind, workdir / f"chroma-killed-{n}") as server:
+            result["killed"] = _ingest([path], killed_dir, int(n * kill_at), server)
+            result["resumed"] = resumed = _ingest([path], killed_dir, server=server)
+        result["resumed_equals_full"] = (resumed.get("chunks"), resumed.get("ids_digest")) == (
+            full.get("chunks"),
+            full.get("ids_digest"),
+        )
+    for d in workdir.glob(f"*-{n}"):
         shutil.rmtree(d, ignore_errors=True)
-    path.unlink()
-    return {"n": n, "full": full, "killed": killed, "resumed": resumed, "resumed_equals_full": same}
+    return result
 
 
 def _report_reads(reads: list[dict[str, Any]]) -> None:
@@ -248,6 +278,7 @@ def main(
     seed: int = 20,
     read_sizes: list[int] | None = None,
     name: str = "snapshot",
+    stores: Sequence[str] = ("embedded",),
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rag-bench-snapshot-"))
     reads = []
@@ -265,90 +296,98 @@ def main(
         _report_reads(reads)
         print(f"written {save('snapshot-read', {'machine': machine(), 'reading_alone': reads})}")
         return
-    print("bundled corpus (yardstick) ...", flush=True)
     from rag.corpus import bundled_corpus_dir
 
-    bundled = _ingest([bundled_corpus_dir()], workdir / "bundled")
-    bundled["disk_mb"] = du_mb(workdir / "bundled")
-    base_rate = bundled["chunks"] / bundled["seconds"]
-    runs = []
-    for n in sizes:
-        print(f"snapshot shape, {n:,} records ...", flush=True)
-        runs.append(measure(n, seed, kill_at, workdir))
-        full = runs[-1]["full"]
-        print(
-            f"  {full['papers'] / full['seconds']:.1f} abstracts/s, "
-            f"{full['chunks'] / full['seconds']:.1f} chunks/s, peak RSS {full['peak_rss_mb']:.0f} "
-            f"MiB, resumed in {runs[-1]['resumed']['seconds']:.1f} s",
-            flush=True,
-        )
+    bundled: dict[str, dict[str, Any]] = {}
+    runs: list[dict[str, Any]] = []
+    loads = [list(os.getloadavg())]
+    for kind in stores:
+        print(f"bundled corpus (yardstick), {kind} store ...", flush=True)
+        with chroma_store(kind, workdir / "chroma-bundled") as server:
+            bundled[kind] = _ingest([bundled_corpus_dir()], workdir / "bundled", server=server)
+        shutil.rmtree(workdir / "bundled", ignore_errors=True)
+        shutil.rmtree(workdir / "chroma-bundled", ignore_errors=True)
+        for n in sizes:
+            print(f"snapshot shape, {n:,} records, {kind} store ...", flush=True)
+            runs.append(measure(n, seed, kill_at, workdir, kind))
+            loads.append(list(os.getloadavg()))
+            full = runs[-1]["full"]
+            print(
+                f"  {full['papers'] / full['seconds']:.1f} abstracts/s, "
+                f"{full['chunks'] / full['seconds']:.1f} chunks/s, peak RSS "
+                f"{full['peak_rss_mb']:.0f} MiB (server "
+                f"{full.get('server_peak_rss_mb', 0):.0f}), load {loads[-1]}",
+                flush=True,
+            )
+            _save(name, seed, kill_at, stores, loads, bundled, runs, reads)  # so far
     shutil.rmtree(workdir, ignore_errors=True)
-    rows = [
-        [
-            "bundled",
-            bundled["papers"],
-            bundled["chunks"],
-            bundled["seconds"],
-            bundled["papers"] / bundled["seconds"],
-            base_rate,
-            1.0,
-            bundled["peak_rss_mb"],
-            bundled["disk_mb"],
-            "",
-            "",
-        ]
-    ]
-    for run in runs:
-        full, resumed = run["full"], run["resumed"]
-        rate = full["chunks"] / full["seconds"]
-        rows.append(
-            [
-                f"snapshot {run['n']:,}",
-                full["papers"],
-                full["chunks"],
-                full["seconds"],
-                full["papers"] / full["seconds"],
-                rate,
-                rate / base_rate,
-                full["peak_rss_mb"],
-                full["disk_mb"],
-                f"{resumed['seconds']:.1f} s ({run['killed'].get('killed_at_papers')} killed)",
-                "yes" if run["resumed_equals_full"] else "NO",
-            ]
-        )
+    _report(bundled, runs)
+    _report_reads(reads)
+    out = _save(name, seed, kill_at, stores, loads, bundled, runs, reads)
+    print(f"written {out}")
+
+
+def _save(
+    name: str,
+    seed: int,
+    kill_at: float,
+    stores: Sequence[str],
+    *results: Any,
+) -> Path:
+    keys = ["load_avg_after_each", "bundled", "runs", "reading_alone"]
+    data = {"seed": seed, "kill_at": kill_at, "stores": list(stores)}
+    return save(name, {**data, **dict(zip(keys, results, strict=True))})
+
+
+def _report(bundled: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+    rows = []
+    for kind, base in bundled.items():
+        base_rate = base["chunks"] / base["seconds"]
+        for run in [{"n": "bundled", "store": kind, "full": base}] + [
+            r for r in runs if r["store"] == kind
+        ]:
+            full, resumed = run["full"], run.get("resumed")
+            rate = full["chunks"] / full["seconds"]
+            rows.append(
+                [
+                    f"{run['n']:,}" if isinstance(run["n"], int) else run["n"],
+                    kind,
+                    full["chunks"],
+                    full["seconds"],
+                    full["papers"] / full["seconds"],
+                    rate,
+                    rate / base_rate,
+                    full["peak_rss_mb"],
+                    full.get("server_peak_rss_mb", ""),
+                    full["disk_mb"],
+                    f"{resumed['seconds']:.1f} s ({run['killed'].get('killed_at_papers')} killed)"
+                    if resumed
+                    else "",
+                    {True: "yes", False: "NO"}.get(run.get("resumed_equals_full"), ""),
+                ]
+            )
+        sized = [r for r in runs if r["store"] == kind]
+        if len(sized) > 1:
+            ratio = sized[-1]["full"]["peak_rss_mb"] / sized[0]["full"]["peak_rss_mb"]
+            print(f"{kind}: ingest peak RSS {sized[-1]['n']:,} / {sized[0]['n']:,}: {ratio:.2f}x")
     table(
         "arXiv snapshot shape: ingest, memory, resume",
         [
-            "corpus",
-            "papers",
+            "records",
+            "store",
             "chunks",
             "ingest s",
             "abstracts/s",
             "chunks/s",
             "vs bundled",
-            "peak RSS MiB",
-            "disk MiB",
+            "ingest peak RSS MiB",
+            "server peak RSS MiB",
+            "disk MB",
             "resume after kill",
             "same store",
         ],
         rows,
     )
-    _report_reads(reads)
-    if len(runs) > 1:
-        ratio = runs[-1]["full"]["peak_rss_mb"] / runs[0]["full"]["peak_rss_mb"]
-        print(f"peak RSS {runs[-1]['n']:,} / {runs[0]['n']:,} records: {ratio:.2f}x")
-    out = save(
-        name,
-        {
-            "machine": machine(),
-            "seed": seed,
-            "kill_at": kill_at,
-            "bundled": bundled,
-            "runs": runs,
-            "reading_alone": reads,
-        },
-    )
-    print(f"written {out}")
 
 
 if __name__ == "__main__":  # the child needs none of this; `python -m bench snapshot` calls main

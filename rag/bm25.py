@@ -2,7 +2,8 @@
 
     chunk text ─► tokenize (+ hyphen parts), find_acronyms ("Vision Transformer (ViT)")
     RAG_DATA_DIR/bm25/<collection>/
-        tokens.jsonl     every chunk's tokens and acronyms: only new chunks are tokenised again
+        tokens.jsonl     every chunk's tokens and acronyms, in row order: only new chunks are
+                         tokenised again, and a build streams them (rag.bm25_build)
         index-<sha>/     a bm25s build (memory-mapped by readers) + ids.bin, ids.offsets.npy
         manifest.json    {state, index, acronyms}: which build serves which store state
     load: the manifest's build, checked against the store's ids (anything off raises: rebuild)
@@ -268,40 +269,6 @@ def _check_matrix(bm25: Any, rows: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ build
-def read_tokens(directory: Path) -> dict[str, Tokens]:
-    """The token cache: per chunk id, its tokens (interned: one string object per distinct word,
-    not one per occurrence, ~10M strings at 100k chunks, the bulk of a rebuild's memory) and the
-    acronyms its text defines (a definition sits inside one sentence, so inside one chunk). Rows
-    that cannot be read are left out, to be tokenised again."""
-    cache: dict[str, Tokens] = {}
-    path = directory / TOKENS
-    if path.exists():
-        with path.open() as handle:
-            for line in handle:
-                try:
-                    row = json.loads(line)
-                    tokens, acr = row["t"], dict(row["a"])
-                    if not isinstance(row["id"], str) or not all(
-                        isinstance(t, str) for t in [*tokens, *acr, *acr.values()]
-                    ):
-                        continue  # wrong types: re-read from the store
-                    cache[row["id"]] = ([intern(t) for t in tokens], acr)
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # unreadable, or from before acronyms were cached: re-read
-    return cache
-
-
-def write_tokens(directory: Path, ids: Sequence[str], cache: dict[str, Tokens]) -> None:
-    """The token cache of exactly `ids`, replaced atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / TOKENS
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as handle:
-        for cid in ids:
-            handle.write(json.dumps({"id": cid, "t": cache[cid][0], "a": cache[cid][1]}) + "\n")
-    tmp.replace(path)
-
-
 def save_index(directory: Path, name: str, bm25: Any, ids: Sequence[str]) -> tuple[Any, IdColumn]:
     """Write a build and its ids to `directory/name`; return them memory-mapped, as a fresh
     process would serve them."""

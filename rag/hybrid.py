@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,7 +31,6 @@ from rag.bm25 import (
     MANIFEST,
     OFFSETS,
     IdColumn,
-    analyse,
     as_text,
     find_acronyms,
     import_bm25s,
@@ -39,13 +38,12 @@ from rag.bm25 import (
     load_ids,
     load_index,
     publish_index,
-    read_tokens,
     release_freed_memory,
     save_ids,
     save_index,
     tokenize,
-    write_tokens,
 )
+from rag.bm25_build import TokenSpill, build
 from rag.retrieve import Filters, Retriever, pick
 from rag.settings import Settings
 from rag.store import Hit, Store
@@ -89,8 +87,9 @@ class HybridRetriever(Retriever):
         self._state: tuple[int, str] | None = None
         self._stale = False  # the store changed elsewhere: refresh before the next search
         self._pool: ThreadPoolExecutor | None = None
-        # Tokens of chunks an ingest has written, made in its writing thread (`prepare`).
-        self._prepared: dict[str, tuple[list[str], dict[str, str]]] = {}
+        # Tokens of chunks an ingest has written, made in its writing thread (`prepare`), kept
+        # on disk until the rebuild streams them (rag.bm25_build).
+        self._spill = TokenSpill(self.dir)
         self.read_back = 0
 
     # ----------------------------------------------------------------------------- the index
@@ -122,7 +121,7 @@ class HybridRetriever(Retriever):
         reads the new chunks back nor tokenises them."""
         import_bm25s()  # imported here, off the refresh's path
 
-        self._prepared.update((cid, analyse(text)) for cid, text in zip(ids, texts, strict=True))
+        self._spill.add(ids, texts)
 
     def _load(self, state: tuple[int, str], store_ids: Sequence[str]) -> bool:
         """Use the index on disk if it is the one for `state` and checks out (`load_index`).
@@ -145,27 +144,22 @@ class HybridRetriever(Retriever):
         return True
 
     def _rebuild(self, state: tuple[int, str], ids: list[str]) -> None:
-        bm25s = import_bm25s()
+        """Build the index of `ids` streaming every chunk's tokens from disk (rag.bm25_build):
+        the ingest's own spill, the token cache, and the store for chunks in neither."""
 
-        cache = read_tokens(self.dir)
-        prepared, self._prepared = self._prepared, {}
-        cache.update(prepared)
-        missing = [i for i in ids if i not in cache]
-        self.read_back = len(missing)  # chunks read from the store to tokenise (observability)
-        for start in range(0, len(missing), 2000):
-            batch = missing[start : start + 2000]
-            docs = self.store.get(ids=batch, include=["documents"])
-            for cid, doc in zip(docs["ids"], docs["documents"], strict=False):
-                cache[cid] = analyse(doc or "")
-        tokens = [cache[i][0] for i in ids]
-        acronyms: dict[str, str] = {}
-        for cid in ids:
-            acronyms.update(cache[cid][1])
-        write_tokens(self.dir, ids, cache)
-        del cache
-        index = bm25s.BM25()
-        if ids:
-            index.index(tokens, show_progress=False)
+        def read_back(missing: list[str]) -> Iterator[tuple[str, str]]:
+            for start in range(0, len(missing), 2000):
+                docs = self.store.get(ids=missing[start : start + 2000], include=["documents"])
+                yield from zip(docs["ids"], [d or "" for d in docs["documents"]], strict=False)
+
+        spill = self._spill.take()
+        try:
+            built = build(self.dir, ids, spill, read_back)
+        finally:
+            if spill is not None:
+                spill.close()
+        index, acronyms = built.index, built.acronyms
+        self.read_back = built.read_back  # chunks read from the store to tokenise
         self._bm25, self._ids, self._state = index, ids, state
         self._vocab = index.vocab_dict if ids else ()
         self._shelves = None
@@ -178,7 +172,7 @@ class HybridRetriever(Retriever):
             self._bm25, self._ids = save_index(self.dir, name, index, ids)
             self._vocab = self._bm25.vocab_dict
         publish_index(self.dir, state, name, acronyms)
-        log.info("BM25 index: %d chunks (%d newly tokenised)", len(ids), len(missing))
+        log.info("BM25 index: %d chunks (%d read back)", len(ids), built.read_back)
 
     # ------------------------------------------------------------------------------ queries
     def expand(self, question: str) -> str:

@@ -1,0 +1,200 @@
+"""A BM25 build that never holds every chunk's tokens: it streams them from files.
+
+    ingest's writing thread ─► TokenSpill: each new chunk's tokens appended to an anonymous temp
+                               file beside the index (gone with the process, even on kill -9)
+    rebuild ─► locate: where each store row's tokens are (tokens.jsonl, the spill); rows in
+               neither are read back from the store, tokenised and spilled
+            ─► tokens.jsonl rewritten in row order, the vocabulary and acronyms collected
+            ─► bm25s indexes token ids read back from that file (a pass per bm25s step)
+
+One chunk's tokens are Python objects at a time; what stays is per row a few numpy bytes (where
+its tokens are), the vocabulary, and the score matrix bm25s builds (numpy). The build is the
+one bm25s makes from all tokens in memory, byte for byte: the vocabulary is its set of tokens,
+filled in the same order, and the rows are the same token ids.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import numpy as np
+
+from rag.bm25 import TOKENS, analyse, import_bm25s
+
+
+def token_line(cid: str, tokens: list[str], acronyms: dict[str, str]) -> bytes:
+    """One row of tokens.jsonl (and of the spill)."""
+    return (json.dumps({"id": cid, "t": tokens, "a": acronyms}) + "\n").encode()
+
+
+def parse_line(line: bytes) -> tuple[str, list[str], dict[str, str]] | None:
+    """A row's id, tokens and acronyms; None for a row that cannot be read or has wrong types
+    (it is tokenised again from the store)."""
+    try:
+        row = json.loads(line)
+        cid, tokens, acr = row["id"], row["t"], dict(row["a"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(cid, str) or not isinstance(tokens, list):
+        return None
+    if not all(isinstance(t, str) for t in [*tokens, *acr, *acr.values()]):
+        return None
+    return cid, tokens, acr
+
+
+class TokenSpill:
+    """Tokens of chunks an ingest has written, on disk rather than in memory: an anonymous
+    temporary file in the index directory, so a killed process leaves nothing behind."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._file: IO[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        lines = b"".join(
+            token_line(cid, *analyse(text)) for cid, text in zip(ids, texts, strict=True)
+        )
+        with self._lock:
+            if self._file is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                # Closed by the build that takes it (or with the process).
+                self._file = tempfile.TemporaryFile(  # noqa: SIM115
+                    dir=self.directory, prefix="tokens-spill-"
+                )
+            self._file.write(lines)
+
+    def take(self) -> IO[bytes] | None:
+        """The file so far (flushed), handed over to a build; the spill starts empty again."""
+        with self._lock:
+            handle, self._file = self._file, None
+        if handle is not None:
+            handle.flush()
+        return handle
+
+
+class Built(NamedTuple):
+    index: Any  # a bm25s.BM25, or None for no chunks
+    acronyms: dict[str, str]
+    read_back: int  # chunks read back from the store to be tokenised
+
+
+class _Rows:
+    """Where each row's tokens are: a file number and the byte span of its line."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        self.ids = ids
+        self.source = np.full(len(ids), -1, dtype=np.int8)
+        self.start = np.zeros(len(ids), dtype=np.int64)
+        self.size = np.zeros(len(ids), dtype=np.int64)
+
+    def scan(self, number: int, handle: IO[bytes]) -> None:
+        """Note every readable row of `handle` whose id is in the store (a later one wins)."""
+        handle.seek(0)
+        pos = 0
+        for line in handle:
+            parsed = parse_line(line)
+            if parsed is not None:
+                row = bisect.bisect_left(self.ids, parsed[0])
+                if row < len(self.ids) and self.ids[row] == parsed[0]:
+                    self.source[row], self.start[row], self.size[row] = number, pos, len(line)
+            pos += len(line)
+
+
+def build(
+    directory: Path,
+    ids: Sequence[str],
+    spill: IO[bytes] | None,
+    read_back: Callable[[list[str]], Iterator[tuple[str, str]]],
+) -> Built:
+    """The BM25 index of `ids` (the store's, sorted), tokens from the cache and the spill, and
+    `read_back(ids)` -> (id, text) for chunks in neither; tokens.jsonl becomes exactly `ids`'."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / TOKENS
+    sources: list[IO[bytes]] = []
+    with tempfile.TemporaryFile(dir=directory, prefix="tokens-readback-") as extra:
+        if path.exists():
+            sources.append(path.open("rb"))
+        if spill is not None:
+            sources.append(spill)
+        sources.append(extra)
+        rows = _Rows(ids)
+        for number, handle in enumerate(sources[:-1]):
+            rows.scan(number, handle)
+        missing = [ids[int(r)] for r in np.flatnonzero(rows.source < 0)]
+        for cid, text in read_back(missing):
+            extra.write(token_line(cid, *analyse(text)))
+        extra.flush()
+        rows.scan(len(sources) - 1, extra)
+        tmp = path.with_suffix(".tmp")
+        try:
+            with tmp.open("w+b") as out:
+                unique, acronyms = _rewrite(rows, sources, out)
+                tmp.replace(path)
+                index = _index(out, unique, len(ids))
+        finally:
+            for handle in sources:
+                handle.close()
+    return Built(index, acronyms, len(missing))
+
+
+def _rewrite(
+    rows: _Rows, sources: list[IO[bytes]], out: IO[bytes]
+) -> tuple[set[str], dict[str, str]]:
+    """Write every row's line in row order; collect the vocabulary (a set filled row by row, as
+    bm25s fills its own) and the acronyms (later rows win, as before). Lines are read with
+    pread, not a memory map, so the pages read do not count in this process's memory."""
+    for handle in sources:
+        handle.flush()
+    fds = [h.fileno() for h in sources]
+    unique: set[str] = set()
+    acronyms: dict[str, str] = {}
+    for row, cid in enumerate(rows.ids):
+        src = int(rows.source[row])
+        line = os.pread(fds[src], int(rows.size[row]), int(rows.start[row])) if src >= 0 else b""
+        parsed = parse_line(line)
+        if parsed is None or parsed[0] != cid:  # the store no longer has it to read back
+            raise KeyError(f"no tokens for chunk {cid!r}")
+        _, tokens, acr = parsed
+        out.write(token_line(cid, tokens, acr))
+        unique.update(tokens)
+        acronyms.update(acr)
+    out.flush()
+    return unique, acronyms
+
+
+class _TokenIds(Sequence[list[int]]):
+    """Each row's token ids, read from the rewritten tokens.jsonl on every pass bm25s makes."""
+
+    def __init__(self, handle: IO[bytes], vocab: dict[str, int], rows: int) -> None:
+        self.handle, self.vocab, self.rows = handle, vocab, rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self.handle.seek(0)
+        vocab = self.vocab
+        for line in self.handle:
+            yield [vocab[t] for t in json.loads(line)["t"]]
+
+    def __getitem__(self, row: int) -> list[int]:  # type: ignore[override]  # not used by bm25s
+        raise NotImplementedError("token ids are read in order only")
+
+
+def _index(handle: IO[bytes], unique: set[str], rows: int) -> Any:
+    if not rows:
+        return None
+    bm25s = import_bm25s()
+    vocab = {token: i for i, token in enumerate(unique)}
+    index = bm25s.BM25()
+    corpus = bm25s.tokenization.Tokenized(ids=_TokenIds(handle, vocab, rows), vocab=vocab)
+    index.index(corpus, show_progress=False)
+    return index
