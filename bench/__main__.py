@@ -48,6 +48,9 @@ def main() -> None:
     snapshot.add_argument(
         "--stores", default="embedded", help="embedded, server (a `chroma run`), or both"
     )
+    snapshot.add_argument(
+        "--no-full", action="store_true", help="only the kill and resume, no uninterrupted ingest"
+    )
     llm = sub.add_parser("llm", help="rag eval through the local LLM behind llama_cpp.server")
     llm.add_argument("--splits", default="dev,test,holdout")
     llm.add_argument("--limit", type=int, default=None, help="first N questions of each split")
@@ -104,6 +107,7 @@ def main() -> None:
             [int(s) for s in args.read_sizes.split(",") if s],
             args.results,
             [k for k in args.stores.split(",") if k],
+            not args.no_full,
         )
     elif args.name == "llm":
         from bench import llm as llm_bench

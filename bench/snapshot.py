@@ -238,23 +238,30 @@ def _ingest(
     return out
 
 
-def measure(n: int, seed: int, kill_at: float, workdir: Path, kind: str) -> dict[str, Any]:
+def measure(
+    n: int, seed: int, kill_at: float, workdir: Path, kind: str, full_run: bool = True
+) -> dict[str, Any]:
+    """`full_run=False`: the kill and resume alone (compare the resumed store's chunks and
+    ids_digest with an earlier run's full ingest of the same size and seed)."""
     path = workdir / f"arxiv-metadata-oai-snapshot-{n}.json"
     if not path.exists():
         write_snapshot(n, seed, path)
-    with chroma_store(kind, workdir / f"chroma-full-{n}") as server:
-        full = _ingest([path], workdir / f"full-{n}", server=server)
-    full["file_mb"] = path.stat().st_size / 2**20
-    result = {"n": n, "store": kind, "full": full}
+    full: dict[str, Any] = {}
+    if full_run:
+        with chroma_store(kind, workdir / f"chroma-full-{n}") as server:
+            full = _ingest([path], workdir / f"full-{n}", server=server)
+        full["file_mb"] = path.stat().st_size / 2**20
+    result: dict[str, Any] = {"n": n, "store": kind, "full": full}
     if kill_at > 0:
         killed_dir = workdir / f"killed-{n}"
         with chroma_store(kind, workdir / f"chroma-killed-{n}") as server:
             result["killed"] = _ingest([path], killed_dir, int(n * kill_at), server)
             result["resumed"] = resumed = _ingest([path], killed_dir, server=server)
-        result["resumed_equals_full"] = (resumed.get("chunks"), resumed.get("ids_digest")) == (
-            full.get("chunks"),
-            full.get("ids_digest"),
-        )
+        if full:
+            result["resumed_equals_full"] = (resumed.get("chunks"), resumed.get("ids_digest")) == (
+                full.get("chunks"),
+                full.get("ids_digest"),
+            )
     for d in workdir.glob(f"*-{n}"):
         shutil.rmtree(d, ignore_errors=True)
     return result
@@ -279,6 +286,7 @@ def main(
     read_sizes: list[int] | None = None,
     name: str = "snapshot",
     stores: Sequence[str] = ("embedded",),
+    full_run: bool = True,
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rag-bench-snapshot-"))
     reads = []
@@ -309,9 +317,9 @@ def main(
         shutil.rmtree(workdir / "chroma-bundled", ignore_errors=True)
         for n in sizes:
             print(f"snapshot shape, {n:,} records, {kind} store ...", flush=True)
-            runs.append(measure(n, seed, kill_at, workdir, kind))
+            runs.append(measure(n, seed, kill_at, workdir, kind, full_run))
             loads.append(list(os.getloadavg()))
-            full = runs[-1]["full"]
+            full = runs[-1]["full"] or runs[-1]["resumed"]
             print(
                 f"  {full['papers'] / full['seconds']:.1f} abstracts/s, "
                 f"{full['chunks'] / full['seconds']:.1f} chunks/s, peak RSS "
@@ -347,6 +355,9 @@ def _report(bundled: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> N
             r for r in runs if r["store"] == kind
         ]:
             full, resumed = run["full"], run.get("resumed")
+            if not full:  # the kill and resume alone
+                full = {k: float("nan") for k in ("chunks", "seconds", "papers", "peak_rss_mb")}
+                full["disk_mb"] = resumed["disk_mb"] if resumed else float("nan")
             rate = full["chunks"] / full["seconds"]
             rows.append(
                 [
@@ -366,7 +377,7 @@ def _report(bundled: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> N
                     {True: "yes", False: "NO"}.get(run.get("resumed_equals_full"), ""),
                 ]
             )
-        sized = [r for r in runs if r["store"] == kind]
+        sized = [r for r in runs if r["store"] == kind and r["full"]]
         if len(sized) > 1:
             ratio = sized[-1]["full"]["peak_rss_mb"] / sized[0]["full"]["peak_rss_mb"]
             print(f"{kind}: ingest peak RSS {sized[-1]['n']:,} / {sized[0]['n']:,}: {ratio:.2f}x")
