@@ -39,6 +39,21 @@ SIGNALS = (
     "negation",  # words negated in the claim but not in the source, or the reverse
     "opposites",  # claim words whose opposite, and not themselves, occurs in the source
 )
+# The direction each signal can only push the verdict, whatever a sample of labelled claims
+# suggests: more support never counts against a claim, more unsupported wording never for it.
+# `eval.fit_judge` fits the model within these signs (a constrained logistic regression), so a
+# quirk of how the labelled claims were written cannot turn "copied word for word" into doubt.
+SIGNS = {
+    "cos": 1,
+    "overlap": 1,
+    "overlap_full": 1,
+    "novel": -1,
+    "bigrams": 1,
+    "numbers": 1,
+    "names": 1,
+    "negation": -1,
+    "opposites": -1,
+}
 VETOES = ("verbatim", "numbers", "names", "phrases", "words", "links")
 
 # Opposite directions common in results prose; un-/in-/non-/dis-/a- opposites are found by form.

@@ -26,7 +26,7 @@ from rag.errors import LLMError
 from rag.prompts import CANNOT_ANSWER
 from rag.retrieve import Filters
 from rag.settings import Settings
-from rag.text import citations, split_sentences, strip_citations
+from rag.text import citations, split_sentences, strip_citations, terms
 from rag.types import Answer, Sentence, Source
 from rag.verify import Verifier, render
 
@@ -36,13 +36,14 @@ log = logging.getLogger(__name__)
 _CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while|whereas|which|and\s+it)\s+|,\s+|\s+while\s+")
 
 
-# A clause that opens with a pronoun or relative word depends on the clause before it; so does a
-# later clause that opens with a participle (", reaching …", ", mostly saving …"): alone
-# each is a fragment.
+# A clause that opens with a pronoun or relative word depends on the clause before it; so does a later clause that opens in lower case with anything but a determiner: it has no
+# subject of its own (", reaching …", ", and pays less attention to …"). Alone each is a fragment.
 _LEANS_BACK = re.compile(
     r"(?:it|its|they|their|them|this|these|those|that|which|who|whose|he|she|both|each)\b", re.I
 )
-_PARTICIPLE = re.compile(r"(?:[a-z]+ly\s+)?[a-z]{3,}ing\b")
+_OWN_SUBJECT = re.compile(
+    r"(?:[A-Z0-9]|(?:the|a|an|we|our|all|most|some|many|several|every|no|one|two|three)\b)"
+)
 
 
 def _norm(text: str) -> str:
@@ -224,8 +225,8 @@ class Pipeline:
         claim = strip_citations(sentence).strip().rstrip(".!?")
         by_number = {s.number: s for s in sources}
         cited = [n for n in citations(sentence) if n in by_number]
-        if not re.search(r"[A-Za-z0-9]", claim):
-            return []
+        if not terms(claim):
+            return []  # "[2] and [3]" leaves "and": no word a source could be checked for
         if len(claim.split()) < 3:
             needle = _norm(claim)
             select = self.excerpts or _all_sentences
@@ -251,7 +252,7 @@ class Pipeline:
         kept: list[Sentence] = []
         previous_kept = False
         for i, clause in enumerate(clauses):
-            leans_back = _LEANS_BACK.match(clause) or (i and _PARTICIPLE.match(clause))
+            leans_back = _LEANS_BACK.match(clause) or (i and not _OWN_SUBJECT.match(clause))
             if leans_back and not previous_kept:
                 continue  # "it reports 84%" means nothing true once what "it" was is dropped
             _text, judged = self.verifier.verify(f"{clause} {marks}.", sources)

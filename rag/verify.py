@@ -53,6 +53,19 @@ __all__ = ["Features", "Verdict", "Verifier", "render"]
 
 log = logging.getLogger(__name__)
 
+# A sentence cut off before what it was to say ("The authors of the study are [1].", "It is
+# trained on [2].") ends in a word that needs one to follow: it states nothing to check.
+_DANGLING = re.compile(
+    r"\b(?:is|are|was|were|be|been|being|of|by|as|to|the|a|an|and|or|with|for|from|into|than|on|in|at|"
+    r"include|includes|including|namely|such as|like)\W*$",
+    re.I,
+)
+
+
+def is_fragment(claim: str) -> bool:
+    """Too short to be checked ("10 [2].") or cut off before its object."""
+    return len(claim.split()) < 3 or bool(_DANGLING.search(claim))
+
 
 class Verifier:
     def __init__(
@@ -173,7 +186,7 @@ class Verifier:
             if not claim or is_refusal(claim) or not re.search(r"[A-Za-z0-9]", claim):
                 continue
             cited = [n for n in citations(sentence) if n in by_number]
-            if len(claim.split()) < 3:  # "10 [2]." says nothing a source can be checked against
+            if is_fragment(claim):  # "10 [2]." says nothing a source can be checked against
                 if self.policy == "flag":
                     kept.append(Sentence(text=claim, citations=cited, supported=False))
                 continue

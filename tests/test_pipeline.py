@@ -153,6 +153,30 @@ def test_a_participle_clause_after_a_dropped_clause_is_dropped_with_it() -> None
     assert answer.abstained  # "keeping training stable ..." alone is a fragment, not an answer
 
 
+def test_a_verb_clause_without_its_own_subject_is_dropped_with_the_clause_before() -> None:
+    reply = (
+        "SigmaFix was designed by 40 astronauts on the Moon, and keeps training stable across 12 "
+        "vision and speech tasks [1]."
+    )
+    _, answer = _run(_pipeline(FakeBackend(reply)), "Who designed SigmaFix?")
+    assert answer.abstained  # "keeps training stable ..." has lost its subject
+
+
+def test_a_clause_with_its_own_subject_stands_after_a_dropped_clause() -> None:
+    reply = (
+        "SigmaFix was designed by 40 astronauts on the Moon, and the evaluations across 10 NLP "
+        "tasks show that it surpasses vanilla Transformers in parameter efficiency [2]."
+    )
+    _, answer = _run(_pipeline(FakeBackend(reply)), "How was the architecture evaluated?")
+    assert "10 NLP tasks" in answer.text and "astronauts" not in answer.text
+
+
+def test_a_reply_of_citation_marks_and_glue_words_is_no_answer() -> None:
+    # "[1] and [2]" loses its marks and leaves "and", a word every source contains.
+    _, answer = _run(_pipeline(FakeBackend("[1] and [2]")), "Which papers train stably?")
+    assert answer.abstained and answer.text == CANNOT_ANSWER
+
+
 def test_a_stream_cut_midway_falls_back_to_the_verified_extractive_answer() -> None:
     reply = "SigmaFix keeps training stable across 12 vision and speech tasks [1]. More text"
     pieces, answer = _run(_pipeline(FakeBackend(reply, fail_after=12)), "What is SigmaFix?")

@@ -177,3 +177,40 @@ def test_model_is_a_dot_product_and_round_trips_through_json() -> None:
     assert set(shipped.features) <= set(SIGNALS) and 0.0 < shipped.threshold < 1.0
     with pytest.raises(ValueError, match="fit_judge"):
         JudgeModel.from_json(model.to_json().replace('"negation"', '"shoe size"'))
+
+
+def test_the_shipped_judge_keeps_every_signal_to_its_direction() -> None:
+    """More support never counts against a claim: each fitted coefficient has its SIGNS sign."""
+    from rag.judge import SIGNS, load_model
+
+    shipped = load_model()
+    for name, coef in zip(shipped.features, shipped.coef, strict=True):
+        assert coef * SIGNS[name] >= 0, f"{name} pushes the wrong way ({coef:+.3f})"
+
+
+def test_the_signed_fit_holds_each_coefficient_to_its_sign() -> None:
+    import numpy as np
+
+    from eval.fit_judge import fit_signed
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(400, 2))
+    # Labels that reward the second signal, which is declared as one that can only count against.
+    y = z[:, 0] + 2.0 * z[:, 1] + rng.normal(scale=0.5, size=400) > 0
+    coef, _ = fit_signed(z, y, [1, -1])
+    assert coef[0] > 0.5 and coef[1] == 0.0
+    free, _ = fit_signed(z, y, [1, 1])
+    assert free[1] > 1.0  # the same data, unconstrained in that direction, follows the data
+
+
+def test_a_sentence_cut_off_before_its_object_is_a_fragment(
+    verifier: Verifier, sources: list[Source]
+) -> None:
+    from rag.verify import is_fragment
+
+    assert is_fragment("The authors of the Hamster benchmark are")
+    assert is_fragment("It is trained on") and is_fragment("10")
+    assert not is_fragment("It is trained on sequences of 1K to 16K tokens")
+    # Every word is in the title of source 1, yet nothing is said about it.
+    text, kept = verifier.verify("The authors of the Long Range Arena paper are [1].", sources)
+    assert text == "" and kept == []
