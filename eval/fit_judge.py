@@ -7,10 +7,10 @@ A logistic regression over the general signals of `rag.judge.SIGNALS`, trained o
 that no grounding veto decides, each coefficient held to the sign `rag.judge.SIGNS` gives it
 (`--kind monotone`, the default: the labelled claims were written as near-copies with one thing
 changed and as true paraphrases, so an unconstrained fit learns that copied wording and matching
-bigrams count *against* a claim, and rejects a model's near-verbatim sentence). The decision threshold is the lowest one whose precision of
-"supported", by repeated 5-fold cross-validation on dev (vetoes included), reaches 0.95, unless
-`--threshold` fixes one. Prints the dev cross-validated and the held-out (test)
-precision/recall, and writes rag/data/judge.json.
+bigrams count *against* a claim, and rejects a model's near-verbatim sentence). The decision
+threshold is the lowest one whose precision of "supported", by repeated 5-fold cross-validation
+on dev (vetoes included), reaches 0.95, unless `--threshold` fixes one. Prints the dev
+cross-validated and the held-out (test) precision/recall, and writes rag/data/judge.json.
 `--ablation` also refits without each signal group and without each veto (same procedure) and
 prints the table in docs/verification.md. The test split is only scored, in aggregate, never
 fitted or tuned on. Needs scikit-learn (the `dev` extra); the shipped judge does not.

@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 _CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while|whereas|which|and\s+it)\s+|,\s+|\s+while\s+")
 
 
-# A clause that opens with a pronoun or relative word depends on the clause before it; so does a later clause that opens in lower case with anything but a determiner: it has no
-# subject of its own (", reaching …", ", and pays less attention to …"). Alone each is a fragment.
+# A clause that opens with a pronoun or relative word depends on the clause before it; so does a
+# later clause that opens in lower case with anything but a determiner: it has no subject of its
+# own (", reaching …", ", and pays less attention to …"). Alone each is a fragment.
 _LEANS_BACK = re.compile(
     r"(?:it|its|they|their|them|this|these|those|that|which|who|whose|he|she|both|each)\b", re.I
 )

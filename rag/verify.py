@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 # A sentence cut off before what it was to say ("The authors of the study are [1].", "It is
 # trained on [2].") ends in a word that needs one to follow: it states nothing to check.
 _DANGLING = re.compile(
-    r"\b(?:is|are|was|were|be|been|being|of|by|as|to|the|a|an|and|or|with|for|from|into|than|on|in|at|"
-    r"include|includes|including|namely|such as|like)\W*$",
+    r"\b(?:is|are|was|were|be|been|being|of|by|as|to|the|a|an|and|or|with|for|from|into|than|"
+    r"on|in|at|include|includes|including|namely|such as|like)\W*$",
     re.I,
 )
 
