@@ -269,11 +269,9 @@ def _check_matrix(bm25: Any, rows: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ build
-def save_index(directory: Path, name: str, bm25: Any, ids: Sequence[str]) -> tuple[Any, IdColumn]:
-    """Write a build and its ids to `directory/name`; return them memory-mapped, as a fresh
-    process would serve them."""
-    shutil.rmtree(directory / name, ignore_errors=True)
-    bm25.save(str(directory / name))
+def open_index(directory: Path, name: str, ids: Sequence[str]) -> tuple[Any, IdColumn]:
+    """Write the ids beside the build saved in `directory/name` (rag.bm25_build) and return
+    both memory-mapped, as a fresh process would serve them."""
     save_ids(directory / name, ids)
     return import_bm25s().BM25.load(str(directory / name), mmap=True), load_ids(directory / name)
 

@@ -5,12 +5,13 @@
     rebuild ─► locate: where each store row's tokens are (tokens.jsonl, the spill); rows in
                neither are read back from the store, tokenised and spilled
             ─► tokens.jsonl rewritten in row order, the vocabulary and acronyms collected
-            ─► bm25s indexes token ids read back from that file (a pass per bm25s step)
+            ─► the score matrix built out of core from token ids read back from that file
+               (rag.bm25_matrix: two passes, column blocks on disk) and saved as bm25s saves it
 
 One chunk's tokens are Python objects at a time; what stays is per row a few numpy bytes (where
-its tokens are), the vocabulary, and the score matrix bm25s builds (numpy). The build is the
-one bm25s makes from all tokens in memory, byte for byte: the vocabulary is its set of tokens,
-filled in the same order, and the rows are the same token ids.
+its tokens are), the vocabulary, and one column block of the matrix. The files are the ones
+bm25s makes from all tokens in memory, byte for byte: the vocabulary is its set of tokens,
+filled in the same order, the rows are the same token ids, the scores bm25s's own arithmetic.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, NamedTuple
 
 import numpy as np
 
-from rag.bm25 import TOKENS, analyse, import_bm25s
+from rag.bm25 import TOKENS, analyse
+from rag.bm25_matrix import write_index
 
 
 def token_line(cid: str, tokens: list[str], acronyms: dict[str, str]) -> bytes:
@@ -81,7 +83,7 @@ class TokenSpill:
 
 
 class Built(NamedTuple):
-    index: Any  # a bm25s.BM25, or None for no chunks
+    rows: int  # chunks indexed; the index is saved in the target directory when there are any
     acronyms: dict[str, str]
     read_back: int  # chunks read back from the store to be tokenised
 
@@ -113,9 +115,12 @@ def build(
     ids: Sequence[str],
     spill: IO[bytes] | None,
     read_back: Callable[[list[str]], Iterator[tuple[str, str]]],
+    target: Path,
 ) -> Built:
-    """The BM25 index of `ids` (the store's, sorted), tokens from the cache and the spill, and
-    `read_back(ids)` -> (id, text) for chunks in neither; tokens.jsonl becomes exactly `ids`'."""
+    """The BM25 index of `ids` (the store's, sorted), saved in `target` as bm25s saves one (a
+    fresh directory; nothing is written there for no chunks); tokens from the cache and the
+    spill, and `read_back(ids)` -> (id, text) for chunks in neither; tokens.jsonl becomes
+    exactly `ids`'."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / TOKENS
     sources: list[IO[bytes]] = []
@@ -138,11 +143,11 @@ def build(
             with tmp.open("w+b") as out:
                 unique, acronyms = _rewrite(rows, sources, out)
                 tmp.replace(path)
-                index = _index(out, unique, len(ids))
+                _index(out, unique, len(ids), target)
         finally:
             for handle in sources:
                 handle.close()
-    return Built(index, acronyms, len(missing))
+    return Built(len(ids), acronyms, len(missing))
 
 
 def _rewrite(
@@ -170,31 +175,16 @@ def _rewrite(
     return unique, acronyms
 
 
-class _TokenIds(Sequence[list[int]]):
-    """Each row's token ids, read from the rewritten tokens.jsonl on every pass bm25s makes."""
+def _index(handle: IO[bytes], unique: set[str], rows: int, target: Path) -> None:
+    """The vocabulary numbered as bm25s numbers it (its set of tokens, in order), and each
+    row's token ids read from the rewritten tokens.jsonl on every pass the build makes."""
+    if not rows:
+        return
+    vocab = {token: i for i, token in enumerate(unique)}
 
-    def __init__(self, handle: IO[bytes], vocab: dict[str, int], rows: int) -> None:
-        self.handle, self.vocab, self.rows = handle, vocab, rows
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def __iter__(self) -> Iterator[list[int]]:
-        self.handle.seek(0)
-        vocab = self.vocab
-        for line in self.handle:
+    def token_ids() -> Iterator[list[int]]:
+        handle.seek(0)
+        for line in handle:
             yield [vocab[t] for t in json.loads(line)["t"]]
 
-    def __getitem__(self, row: int) -> list[int]:  # type: ignore[override]  # not used by bm25s
-        raise NotImplementedError("token ids are read in order only")
-
-
-def _index(handle: IO[bytes], unique: set[str], rows: int) -> Any:
-    if not rows:
-        return None
-    bm25s = import_bm25s()
-    vocab = {token: i for i, token in enumerate(unique)}
-    index = bm25s.BM25()
-    corpus = bm25s.tokenization.Tokenized(ids=_TokenIds(handle, vocab, rows), vocab=vocab)
-    index.index(corpus, show_progress=False)
-    return index
+    write_index(target, token_ids, vocab, rows)

@@ -18,6 +18,7 @@ import difflib
 import logging
 import os
 import re
+import shutil
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,10 +38,10 @@ from rag.bm25 import (
     index_dir,
     load_ids,
     load_index,
+    open_index,
     publish_index,
     release_freed_memory,
     save_ids,
-    save_index,
     tokenize,
 )
 from rag.bm25_build import TokenSpill, build
@@ -152,24 +153,23 @@ class HybridRetriever(Retriever):
                 docs = self.store.get(ids=missing[start : start + 2000], include=["documents"])
                 yield from zip(docs["ids"], [d or "" for d in docs["documents"]], strict=False)
 
+        # Each build goes to a directory of its own: other processes may have the previous one
+        # memory-mapped. It is served from the memory-mapped files, as a fresh process would.
+        name = f"index-{state[1][:12]}"
+        shutil.rmtree(self.dir / name, ignore_errors=True)
         spill = self._spill.take()
         try:
-            built = build(self.dir, ids, spill, read_back)
+            built = build(self.dir, ids, spill, read_back, self.dir / name)
         finally:
             if spill is not None:
                 spill.close()
-        index, acronyms = built.index, built.acronyms
+        acronyms = built.acronyms
         self.read_back = built.read_back  # chunks read from the store to tokenise
-        self._bm25, self._ids, self._state = index, ids, state
-        self._vocab = index.vocab_dict if ids else ()
+        self._bm25, self._ids, self._state, self._vocab = None, ids, state, ()
         self._shelves = None
         self._acronyms = acronyms
-        # Each build goes to a directory of its own: other processes may have the previous one
-        # memory-mapped. Serve from the memory-mapped copies, as a fresh process would, and let
-        # the in-memory build go.
-        name = f"index-{state[1][:12]}"
         if ids:
-            self._bm25, self._ids = save_index(self.dir, name, index, ids)
+            self._bm25, self._ids = open_index(self.dir, name, ids)
             self._vocab = self._bm25.vocab_dict
         publish_index(self.dir, state, name, acronyms)
         log.info("BM25 index: %d chunks (%d read back)", len(ids), built.read_back)

@@ -1,12 +1,15 @@
-"""The streamed BM25 build (rag.bm25_build) makes bm25s's own in-memory build, byte for byte."""
+"""The streamed BM25 build (rag.bm25_build, rag.bm25_matrix) saves the files bm25s's own
+in-memory build saves, byte for byte, and answers every query the same."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from rag import bm25_matrix
 from rag.bm25 import TOKENS, analyse, import_bm25s
 from rag.bm25_build import TokenSpill, build, token_line
 
@@ -19,11 +22,19 @@ TEXTS = {
 }
 
 
-def _in_memory(ids: list[str]) -> object:
-    """What rag built before: every chunk's tokens in memory, handed to bm25s at once."""
+def _in_memory(tokens: list[list[str]], directory: Path) -> Path:
+    """What rag built before: every chunk's tokens in memory, handed to bm25s at once, saved."""
     index = import_bm25s().BM25()
-    index.index([analyse(TEXTS[i])[0] for i in ids], show_progress=False)
-    return index
+    index.index(tokens, show_progress=False)
+    index.save(str(directory))
+    return directory
+
+
+def _same_files(got: Path, want: Path) -> None:
+    names = sorted(p.name for p in want.iterdir())
+    assert sorted(p.name for p in got.iterdir()) == names  # no scratch or stand-in file left
+    for name in names:
+        assert (got / name).read_bytes() == (want / name).read_bytes(), name
 
 
 def test_the_streamed_build_is_bm25s_in_memory_build(tmp_path: Path) -> None:
@@ -40,13 +51,16 @@ def test_the_streamed_build_is_bm25s_in_memory_build(tmp_path: Path) -> None:
         asked.append(missing)
         return ((cid, TEXTS[cid]) for cid in missing)
 
-    built = build(tmp_path, ids, spill.take(), read_back)
-    assert asked == [[ids[1], ids[4]]] and built.read_back == 2
-    want = _in_memory(ids)
-    assert built.index.vocab_dict == want.vocab_dict  # type: ignore[attr-defined]
-    assert list(built.index.vocab_dict) == list(want.vocab_dict)  # type: ignore[attr-defined]
+    built = build(tmp_path, ids, spill.take(), read_back, tmp_path / "index-x")
+    assert asked == [[ids[1], ids[4]]] and built.read_back == 2 and built.rows == 5
+    want = _in_memory([analyse(TEXTS[i])[0] for i in ids], tmp_path.parent / "want")
+    _same_files(tmp_path / "index-x", want)
+    bm25s = import_bm25s()
+    got_index = bm25s.BM25.load(str(tmp_path / "index-x"), mmap=True)
+    want_index = bm25s.BM25.load(str(want))
+    assert list(got_index.vocab_dict.items()) == list(want_index.vocab_dict.items())
     for key in ("data", "indices", "indptr"):
-        got, exp = built.index.scores[key], want.scores[key]  # type: ignore[attr-defined]
+        got, exp = got_index.scores[key], want_index.scores[key]
         assert got.dtype == exp.dtype and np.array_equal(got, exp)
     acronyms: dict[str, str] = {}
     for cid in ids:  # later rows win, as before
@@ -56,14 +70,60 @@ def test_the_streamed_build_is_bm25s_in_memory_build(tmp_path: Path) -> None:
     assert (tmp_path / TOKENS).read_bytes() == b"".join(
         token_line(i, *analyse(TEXTS[i])) for i in ids
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == [TOKENS]  # no spill or temp file left
+    # No spill or temp file left: the cache and the index.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index-x", TOKENS]
 
 
 def test_a_chunk_whose_tokens_cannot_be_found_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="p9#0"):
-        build(tmp_path, ["p9#0:x"], None, lambda missing: iter(()))
+        build(tmp_path, ["p9#0:x"], None, lambda missing: iter(()), tmp_path / "index")
 
 
 def test_no_chunks_no_index(tmp_path: Path) -> None:
-    built = build(tmp_path, [], None, lambda missing: iter(()))
-    assert built.index is None and built.acronyms == {} and (tmp_path / TOKENS).read_bytes() == b""
+    built = build(tmp_path, [], None, lambda missing: iter(()), tmp_path / "index")
+    assert built.rows == 0 and built.acronyms == {} and (tmp_path / TOKENS).read_bytes() == b""
+    assert not (tmp_path / "index").exists()
+
+
+def _zipf_corpus(rows: int, seed: int) -> list[list[str]]:
+    """Chunks of 0-120 words drawn from a Zipf-like vocabulary: a few words in most chunks (each
+    a column past the block size), a long tail, repeats within a chunk, and empty chunks."""
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(3000)]
+    weights = [1 / (i + 1) for i in range(len(words))]
+    return [rng.choices(words, weights, k=rng.choice([0, 3, 40, 120])) for _ in range(rows)]
+
+
+@pytest.mark.parametrize(("block", "flush"), [(64, 16), (1000, 333), (1 << 20, 1 << 17)])
+def test_the_matrix_built_in_blocks_is_bm25s_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, flush: int
+) -> None:
+    """Blocks far smaller than the matrix (single-column blocks included, and buffers flushed
+    mid-chunk-run), and one block for everything: the same files, the same scores and top hits
+    for every query as bm25s's in-memory build."""
+    monkeypatch.setattr(bm25_matrix, "BLOCK", block)
+    monkeypatch.setattr(bm25_matrix, "_FLUSH", flush)
+    corpus = _zipf_corpus(1500, seed=block)
+    (tmp_path / "spilled").write_bytes(
+        b"".join(token_line(f"c{i:05d}", toks, {}) for i, toks in enumerate(corpus))
+    )
+    ids = [f"c{i:05d}" for i in range(len(corpus))]
+    with (tmp_path / "spilled").open("rb") as spill:
+        build(tmp_path, ids, spill, lambda missing: iter(()), tmp_path / "got")
+    want = _in_memory(corpus, tmp_path / "want")
+    _same_files(tmp_path / "got", want)
+
+    bm25s = import_bm25s()
+    got, exp = bm25s.BM25.load(str(tmp_path / "got"), mmap=True), bm25s.BM25.load(str(want))
+    rng = random.Random(7)
+    queries = [rng.sample(list(exp.vocab_dict), rng.randint(1, 6)) for _ in range(200)]
+    queries += [["w0"], ["w0", "w1", "w2"], ["w2999", "nothere"]]
+    for query in queries:
+        ids_got = got.get_tokens_ids(query)
+        assert ids_got == exp.get_tokens_ids(query)
+        assert np.array_equal(got.get_scores_from_ids(ids_got), exp.get_scores_from_ids(ids_got))
+        found = [q for q in query if q in exp.vocab_dict]
+        if found:
+            docs_got, scores_got = got.retrieve([found], k=10, show_progress=False)
+            docs_exp, scores_exp = exp.retrieve([found], k=10, show_progress=False)
+            assert np.array_equal(docs_got, docs_exp) and np.array_equal(scores_got, scores_exp)
