@@ -51,6 +51,12 @@ def main() -> None:
     snapshot.add_argument(
         "--no-full", action="store_true", help="only the kill and resume, no uninterrupted ingest"
     )
+    snapshot.add_argument(
+        "--embedder",
+        choices=["model", "hash"],
+        default="model",
+        help="hash: a cheap deterministic 384-dim stand-in for the model (memory at large N)",
+    )
     llm = sub.add_parser("llm", help="rag eval through the local LLM behind llama_cpp.server")
     llm.add_argument("--splits", default="dev,test,holdout")
     llm.add_argument("--limit", type=int, default=None, help="first N questions of each split")
@@ -108,6 +114,7 @@ def main() -> None:
             args.results,
             [k for k in args.stores.split(",") if k],
             not args.no_full,
+            args.embedder,
         )
     elif args.name == "llm":
         from bench import llm as llm_bench

@@ -17,7 +17,9 @@ interpreter with the real model and an embedded Chroma store:
 `--stores embedded,server` runs each size twice: into an embedded store, and into a real `chroma run`
 on 127.0.0.1 (a fresh server per ingest, the resumed one on the killed one's server), so the
 ingest process's own peak RSS is measured apart from the server's (sampled every 0.2 s, the
-server's children included). `--kill-at 0` skips the kill and resume.
+server's children included). `--kill-at 0` skips the kill and resume. `--embedder hash` puts a
+cheap deterministic 384-dim embedder in the model's place (bench.snapshot_child): memory at 100k
+records in minutes rather than hours; the encoder's own memory does not depend on N.
 
 The bundled corpus (277 abstracts) is ingested the same way in the same run as the yardstick, once
 per store kind: the snapshot rate is reported as a ratio to it. Results: bench/results/snapshot.json.
@@ -50,6 +52,7 @@ from bench.common import (
     sentence_pool,
     table,
 )
+from bench.snapshot_child import CHILD, READER
 
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 _DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -144,42 +147,6 @@ def write_snapshot(n: int, seed: int, path: Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------------- the child
-CHILD = """
-import json, sys, time
-from pathlib import Path
-from rag import Assistant, Settings
-args = json.loads(sys.argv[1])
-server = {"chroma_host": "127.0.0.1", "chroma_port": args["port"]} if args.get("port") else {}
-assistant = Assistant(Settings(data_dir=Path(args["data_dir"]), _env_file=None, **server))
-assistant.embedder  # the model loads before the clock starts
-def progress(done, total):
-    print(f"@progress {done} {total}", flush=True)
-started = time.perf_counter()
-report = assistant.ingest([Path(p) for p in args["paths"]], progress=progress)
-seconds = time.perf_counter() - started
-got = assistant.store.get(include=[])
-print("@report " + json.dumps({
-    "seconds": seconds, "added": report.added, "skipped": report.skipped,
-    "failed": len(report.failed), "chunks_written": report.chunks_written,
-    "papers": assistant.store.paper_count(), "chunks": len(got["ids"]),
-    "ids_digest": hash(tuple(sorted(got["ids"]))),
-}), flush=True)
-"""
-
-
-READER = """
-import json, sys, time
-from pathlib import Path
-from rag.corpus import iter_corpus
-from rag.types import Paper
-started, papers = time.perf_counter(), 0
-for item in iter_corpus([Path(sys.argv[1])]):
-    papers += isinstance(item, Paper)
-print("@report " + json.dumps({"papers": papers, "seconds": time.perf_counter() - started}))
-"""
-
-
 def _read(path: Path) -> dict[str, Any]:
     """The reading stage alone (parse, check, dedupe) in a fresh interpreter: rate, peak RSS."""
     proc = subprocess.Popen([PYTHON, "-c", READER, str(path)], stdout=subprocess.PIPE, cwd=ROOT)
@@ -197,12 +164,14 @@ def _ingest(
     data_dir: Path,
     kill_at: int | None = None,
     server: ChromaServer | None = None,
+    embedder: str = "model",
 ) -> dict[str, Any]:
     """One ingest in a fresh interpreter: its report, peak RSS (MiB) and wall time; with
     `kill_at`, SIGKILL once that many papers are written (the result then says when); with
-    `server`, into that `chroma run` (its peak RSS so far is added)."""
+    `server`, into that `chroma run` (its peak RSS so far is added); `embedder="hash"`: the
+    cheap stand-in for the model (bench.snapshot_child)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
-    args = {"data_dir": str(data_dir), "paths": list(map(str, paths))}
+    args = {"data_dir": str(data_dir), "paths": list(map(str, paths)), "embedder": embedder}
     if server is not None:
         args["port"] = server.port
     started = time.perf_counter()
@@ -239,7 +208,13 @@ def _ingest(
 
 
 def measure(
-    n: int, seed: int, kill_at: float, workdir: Path, kind: str, full_run: bool = True
+    n: int,
+    seed: int,
+    kill_at: float,
+    workdir: Path,
+    kind: str,
+    full_run: bool = True,
+    embedder: str = "model",
 ) -> dict[str, Any]:
     """`full_run=False`: the kill and resume alone (compare the resumed store's chunks and
     ids_digest with an earlier run's full ingest of the same size and seed)."""
@@ -249,14 +224,14 @@ def measure(
     full: dict[str, Any] = {}
     if full_run:
         with chroma_store(kind, workdir / f"chroma-full-{n}") as server:
-            full = _ingest([path], workdir / f"full-{n}", server=server)
+            full = _ingest([path], workdir / f"full-{n}", server=server, embedder=embedder)
         full["file_mb"] = path.stat().st_size / 2**20
     result: dict[str, Any] = {"n": n, "store": kind, "full": full}
     if kill_at > 0:
         killed_dir = workdir / f"killed-{n}"
         with chroma_store(kind, workdir / f"chroma-killed-{n}") as server:
-            result["killed"] = _ingest([path], killed_dir, int(n * kill_at), server)
-            result["resumed"] = resumed = _ingest([path], killed_dir, server=server)
+            result["killed"] = _ingest([path], killed_dir, int(n * kill_at), server, embedder)
+            result["resumed"] = resumed = _ingest([path], killed_dir, None, server, embedder)
         if full:
             result["resumed_equals_full"] = (resumed.get("chunks"), resumed.get("ids_digest")) == (
                 full.get("chunks"),
@@ -287,6 +262,7 @@ def main(
     name: str = "snapshot",
     stores: Sequence[str] = ("embedded",),
     full_run: bool = True,
+    embedder: str = "model",
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rag-bench-snapshot-"))
     reads = []
@@ -312,12 +288,14 @@ def main(
     for kind in stores:
         print(f"bundled corpus (yardstick), {kind} store ...", flush=True)
         with chroma_store(kind, workdir / "chroma-bundled") as server:
-            bundled[kind] = _ingest([bundled_corpus_dir()], workdir / "bundled", server=server)
+            bundled[kind] = _ingest(
+                [bundled_corpus_dir()], workdir / "bundled", server=server, embedder=embedder
+            )
         shutil.rmtree(workdir / "bundled", ignore_errors=True)
         shutil.rmtree(workdir / "chroma-bundled", ignore_errors=True)
         for n in sizes:
             print(f"snapshot shape, {n:,} records, {kind} store ...", flush=True)
-            runs.append(measure(n, seed, kill_at, workdir, kind, full_run))
+            runs.append(measure(n, seed, kill_at, workdir, kind, full_run, embedder))
             loads.append(list(os.getloadavg()))
             full = runs[-1]["full"] or runs[-1]["resumed"]
             print(
@@ -327,11 +305,11 @@ def main(
                 f"{full.get('server_peak_rss_mb', 0):.0f}), load {loads[-1]}",
                 flush=True,
             )
-            _save(name, seed, kill_at, stores, loads, bundled, runs, reads)  # so far
+            _save(name, seed, kill_at, stores, embedder, loads, bundled, runs, reads)  # so far
     shutil.rmtree(workdir, ignore_errors=True)
     _report(bundled, runs)
     _report_reads(reads)
-    out = _save(name, seed, kill_at, stores, loads, bundled, runs, reads)
+    out = _save(name, seed, kill_at, stores, embedder, loads, bundled, runs, reads)
     print(f"written {out}")
 
 
@@ -340,10 +318,11 @@ def _save(
     seed: int,
     kill_at: float,
     stores: Sequence[str],
+    embedder: str,
     *results: Any,
 ) -> Path:
     keys = ["load_avg_after_each", "bundled", "runs", "reading_alone"]
-    data = {"seed": seed, "kill_at": kill_at, "stores": list(stores)}
+    data = {"seed": seed, "kill_at": kill_at, "stores": list(stores), "embedder": embedder}
     return save(name, {**data, **dict(zip(keys, results, strict=True))})
 
 
