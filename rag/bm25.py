@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import itertools
 import json
 import logging
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from sys import intern
 from typing import Any, NamedTuple
@@ -162,22 +163,43 @@ def load_ids(index: Path) -> IdColumn:
     return IdColumn(index)
 
 
-def save_ids(index: Path, ids: Sequence[str]) -> None:
+def save_ids(index: Path, ids: Iterable[str]) -> None:
     """The chunk id of each BM25 row: UTF-8 back to back, and the offset of each (memory-mapped
-    by readers). The offsets go last: a reader that finds them finds the ids they index."""
-    encoded = [i.encode() for i in ids]
-    ends = np.cumsum(np.array([len(e) for e in encoded], dtype=np.int64))
-    small = not len(ends) or ends[-1] < 2**31  # 4 bytes an offset will do
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int32 if small else np.int64)
-    offsets[1:] = ends
+    by readers). The offsets go last: a reader that finds them finds the ids they index.
+    Written a slice at a time: no second copy of every id, encoded."""
+    ends: list[np.ndarray] = []
+    end = 0
     tmp = index / (IDS + ".tmp")
     with tmp.open("wb") as handle:
-        handle.writelines(encoded)
+        for part in _slices(ids):
+            encoded = [i.encode() for i in part]
+            handle.write(b"".join(encoded))
+            ends.append(end + np.cumsum(np.array([len(e) for e in encoded], dtype=np.int64)))
+            end = int(ends[-1][-1])
+    small = end < 2**31  # 4 bytes an offset will do
+    offsets = np.concatenate([np.zeros(1, dtype=np.int64), *ends])
+    offsets = offsets.astype(np.int32 if small else np.int64)
     tmp.replace(index / IDS)
     tmp = index / (OFFSETS + ".tmp")
     with tmp.open("wb") as handle:
         np.save(handle, offsets)
     tmp.replace(index / OFFSETS)
+
+
+def _slices(ids: Iterable[str], size: int = 8192) -> Iterator[list[str]]:
+    it = iter(ids)
+    while part := list(itertools.islice(it, size)):
+        yield part
+
+
+def ids_state(ids: Iterable[str]) -> tuple[int, str]:
+    """A store state: how many chunk ids, and the sha1 of them sorted, one a line (hashed a
+    slice at a time, not joined into one string)."""
+    digest, count = hashlib.sha1(), 0
+    for part in _slices(ids):
+        digest.update(("\n" if count else "").encode() + "\n".join(part).encode())
+        count += len(part)
+    return count, digest.hexdigest()
 
 
 def as_text(cid: str | bytes) -> str:

@@ -34,6 +34,7 @@ from rag.bm25 import (
     IdColumn,
     as_text,
     find_acronyms,
+    ids_state,
     import_bm25s,
     index_dir,
     load_ids,
@@ -98,13 +99,11 @@ class HybridRetriever(Retriever):
         """Bring the BM25 index in line with the store (after an ingest); cheap when unchanged.
         An index on disk is used only if it checks out against the store (`_load`); one that
         does not is rebuilt, so an ingest repairs it even when no paper changed."""
-        import hashlib
-
         with self._lock:
             self._stale = False
             # One listing of the store's ids serves both the state check and a rebuild.
             ids = sorted(self.store.get(include=[])["ids"])
-            state = (len(ids), hashlib.sha1("\n".join(ids).encode()).hexdigest())
+            state = ids_state(ids)
             unchanged = self._bm25 is not None and state == self._state
             # Another process may have written the index for this state already: load it.
             if not unchanged and not self._load(state, ids):
