@@ -85,7 +85,7 @@ def release_freed_memory() -> None:
 
 # ------------------------------------------------------------------------------------ words
 def tokenize(text: str) -> list[str]:
-    tokens = terms(text)
+    tokens = terms(text, cache=False)  # a corpus's words would fill the stem cache
     parts = [p for t in tokens if "-" in t for p in t.split("-") if len(p) > 1]
     return tokens + parts
 

@@ -320,9 +320,11 @@ def stem(word: str) -> str:
     return word.rstrip("e") if len(word) > 4 else word
 
 
-def terms(text: str) -> list[str]:
-    """Stemmed content words."""
-    return [stem(w) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and len(w) > 1]
+def terms(text: str, *, cache: bool = True) -> list[str]:
+    """Stemmed content words. `cache=False` leaves the stem cache alone (BM25 over a whole
+    corpus: every distinct word of it would fill the cache, up to ~14 MiB)."""
+    stemmer = stem if cache else stem.__wrapped__
+    return [stemmer(w) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and len(w) > 1]
 
 
 def numbers(text: str) -> set[str]:
