@@ -152,12 +152,25 @@ class Assistant:
             return self._llm
 
     def excerpts(self, question: str, sources: list[Source], budget: int) -> list[Any]:
-        """The sentences of each source an LLM is shown (rag.evidence), by embedding + words."""
+        """The sentences of each source an LLM is shown (rag.evidence): ranked by the fitted
+        answerability model (RAG_EXCERPT_RANK=answerable) or by embedding + words."""
         from rag import evidence
         from rag.embeddings import encode
 
         vector = encode(self.embedder, [question])[0]
-        return evidence.select(question, vector, sources, self.verifier.sentence_vectors, budget)
+        answers = None
+        if self.settings.excerpt_rank == "answerable":
+            probability = {
+                (c.source.number, c.sentence): c.probability
+                for c in self.extractive.candidates(question, sources)
+            }
+
+            def answers(number: int, sentence: str) -> float | None:
+                return probability.get((number, sentence))
+
+        return evidence.select(
+            question, vector, sources, self.verifier.sentence_vectors, budget, answers=answers
+        )
 
     @property
     def verifier(self) -> Verifier:

@@ -263,10 +263,19 @@ class Pipeline:
         return kept
 
     def evidence_ok(self, question: str, sources: list[Source]) -> bool:
-        """Worth answering: the best source is close enough, or names all the question names."""
+        """Worth answering: the best source is close enough, or names all the question names;
+        and, for a chat model under RAG_ANSWER_GATE=answerable, some source sentence is likely
+        enough to answer by the fitted answerability model (the extractive backend's), so that
+        whether to abstain rests on the evidence, never on what a model dares to write."""
         if not sources:
             return False
-        return sources[0].score >= self.settings.min_score or names_found(question, sources[0])
+        if not (sources[0].score >= self.settings.min_score or names_found(question, sources[0])):
+            return False
+        gate = getattr(self.fallback, "can_answer", None)
+        chat_model = self.backend.name != self.fallback.name
+        if self.settings.answer_gate == "answerable" and gate and chat_model:
+            return bool(gate(question, sources))
+        return True
 
     def _filters_for(self, question: str, filters: Filters | None) -> Filters | None:
         parsed = self.parse_filters(question)

@@ -151,6 +151,17 @@ class Settings(BaseSettings):
     unsupported: Literal["drop", "flag"] = Field(
         "drop", description="What to do with a sentence no source supports: drop it or flag it."
     )
+    excerpt_rank: Literal["answerable", "similarity"] = Field(
+        "answerable",
+        description="How a chat model's excerpt sentences are picked: answerable = by the "
+        "extractive backend's fitted P(sentence answers); similarity = embedding + word overlap.",
+    )
+    answer_gate: Literal["answerable", "retrieval"] = Field(
+        "answerable",
+        description="Before a chat model is asked: answerable = the question must also pass the "
+        "extractive backend's fitted answerability model (some source sentence likely answers "
+        "it); retrieval = only the retrieval score and names gate (RAG_MIN_SCORE).",
+    )
     unverified_answer: Literal["extractive", "refuse"] = Field(
         "extractive",
         description="When no sentence of a chat model's answer is supported: answer with the "

@@ -78,6 +78,7 @@ def _pipeline(backend: Any, sources: list[Source] = SOURCES, **settings: Any) ->
     # The model's own sentences are under test here: no extractive answer stands in for a
     # rejected one unless a test asks for it.
     settings.setdefault("unverified_answer", "refuse")
+    settings.setdefault("answer_gate", "retrieval")  # the answerability gate has its own tests
     config = Settings(min_score=0.0, _env_file=None, **settings)
     return Pipeline(
         settings=config,
@@ -227,3 +228,37 @@ def test_weak_retrieval_abstains_before_the_model_is_asked() -> None:
     pipeline.settings = Settings(min_score=0.3, _env_file=None)
     pieces, answer = _run(pipeline, "How do transformers scale?")
     assert answer.abstained and pieces == []
+
+
+class Recording(FakeBackend):
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.asked: list[str] = []
+
+    def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
+        self.asked.append(question)
+        yield from super().stream(question, sources)
+
+
+def test_the_answerability_gate_abstains_before_the_model_when_no_sentence_answers() -> None:
+    # Close sources (score 0.8 passes the retrieval gate) that say nothing about the question:
+    # the fitted answerability model finds no sentence likely to answer, so the model is never
+    # asked and cannot invent an answer.
+    model = Recording("The telescope was built by 40 astronomers [1].")
+    question = "Which telescope photographed the first exoplanet?"
+    pieces, answer = _run(_pipeline(model, answer_gate="answerable"), question)
+    assert answer.abstained and answer.text == CANNOT_ANSWER and pieces == []
+    assert model.asked == []
+    # The retrieval-only gate asks the model; the verifier then drops the invented sentence.
+    model = Recording("The telescope was built by 40 astronomers [1].")
+    _, answer = _run(_pipeline(model, answer_gate="retrieval"), question)
+    assert model.asked == [question] and answer.abstained
+
+
+def test_the_answerability_gate_lets_an_answerable_question_reach_the_model() -> None:
+    model = Recording("SigmaFix keeps training stable across 12 vision and speech tasks [1].")
+    question = "Across how many vision and speech tasks does SigmaFix keep training stable?"
+    pieces, answer = _run(_pipeline(model, answer_gate="answerable"), question)
+    assert model.asked == [question]
+    assert not answer.abstained and answer.backend == "fake" and "12" in answer.text
+    assert "".join(pieces).strip() == answer.text
