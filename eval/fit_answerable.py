@@ -99,7 +99,8 @@ def collect(questions: list[Question]) -> list[Item]:
 
     from .run import _ingest_bundled
 
-    assistant = Assistant(Settings(llm="extractive"))
+    # The retrieval gate only: the answerability gate is the model being fitted here.
+    assistant = Assistant(Settings(llm="extractive", answer_gate="retrieval"))
     if assistant.is_empty():
         _ingest_bundled(assistant, Console())
     backends = {  # the scoping variants the ablation compares
