@@ -26,7 +26,7 @@ from rag.errors import LLMError
 from rag.prompts import CANNOT_ANSWER
 from rag.retrieve import Filters
 from rag.settings import Settings
-from rag.text import citations, split_sentences, strip_citations, terms
+from rag.text import citations, number_values, split_sentences, strip_citations, terms
 from rag.types import Answer, Sentence, Source
 from rag.verify import Verifier, render
 
@@ -47,6 +47,17 @@ _OWN_SUBJECT = re.compile(
 )
 
 
+def restates(claim: str, question: str) -> bool:
+    """Every content word of the claim is already in the question: it repeats the question
+    ("A simple addition lets X do Y [1]." for "What simple addition lets X do Y?") and answers
+    nothing, however well a source supports it."""
+    claim = strip_citations(claim)
+    words = set(terms(claim))
+    if not words or not number_values(claim) <= number_values(question):
+        return False
+    return words <= set(terms(question))
+
+
 def _norm(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+(?:[.,][0-9]+)*", text.lower()))
 
@@ -55,6 +66,10 @@ def _all_sentences(question: str, sources: list[Source], budget: int) -> list[An
     from rag.evidence import Excerpt, source_sentences
 
     return [Excerpt(s.number, s.title, tuple(source_sentences(s))) for s in sources]
+
+
+# A sentence that only repeats the question is not shown (off only for the ablation).
+RESTATEMENTS_DROPPED = True
 
 
 @dataclass
@@ -191,6 +206,8 @@ class Pipeline:
 
         def judge(sentence: str) -> Iterator[str]:
             t = time.perf_counter()
+            if RESTATEMENTS_DROPPED and restates(sentence, question):
+                return
             _text, judged = self.verifier.verify(sentence, sources)
             if not any(s.supported for s in judged):
                 judged = self.salvage(sentence, question, sources) or judged
@@ -264,9 +281,9 @@ class Pipeline:
 
     def evidence_ok(self, question: str, sources: list[Source]) -> bool:
         """Worth answering: the best source is close enough, or names all the question names;
-        and, for a chat model under RAG_ANSWER_GATE=answerable, some source sentence is likely
-        enough to answer by the fitted answerability model (the extractive backend's), so that
-        whether to abstain rests on the evidence, never on what a model dares to write."""
+        and, for a chat model under RAG_ANSWER_GATE=answerable (not the default), some source
+        sentence is likely enough to answer by the fitted answerability model (the extractive
+        backend's): then whether to abstain rests on the evidence before any model call."""
         if not sources:
             return False
         if not (sources[0].score >= self.settings.min_score or names_found(question, sources[0])):

@@ -78,7 +78,7 @@ def _pipeline(backend: Any, sources: list[Source] = SOURCES, **settings: Any) ->
     # The model's own sentences are under test here: no extractive answer stands in for a
     # rejected one unless a test asks for it.
     settings.setdefault("unverified_answer", "refuse")
-    settings.setdefault("answer_gate", "retrieval")  # the answerability gate has its own tests
+    settings.setdefault("answer_gate", "retrieval")  # the default; the other has its own tests
     config = Settings(min_score=0.0, _env_file=None, **settings)
     return Pipeline(
         settings=config,
@@ -262,3 +262,16 @@ def test_the_answerability_gate_lets_an_answerable_question_reach_the_model() ->
     assert model.asked == [question]
     assert not answer.abstained and answer.backend == "fake" and "12" in answer.text
     assert "".join(pieces).strip() == answer.text
+
+
+def test_a_sentence_that_only_repeats_the_question_is_not_an_answer() -> None:
+    question = "Across how many vision and speech tasks does SigmaFix keep training stable?"
+    echo = "SigmaFix keeps training stable across vision and speech tasks [1]."
+    pieces, answer = _run(_pipeline(FakeBackend(echo)), question)
+    assert answer.abstained and pieces == []  # supported by the source, but it answers nothing
+    both = echo + " SigmaFix keeps training stable across 12 vision and speech tasks [1]."
+    pieces, answer = _run(_pipeline(FakeBackend(both)), question)
+    assert answer.text == "SigmaFix keeps training stable across 12 vision and speech tasks [1]."
+    # The stand-in quotes the source, whose sentence gives the number the question asks for.
+    _, answer = _run(_pipeline(FakeBackend(echo), unverified_answer="extractive"), question)
+    assert not answer.abstained and answer.backend == "extractive" and "12" in answer.text
