@@ -33,10 +33,18 @@ from openai_server import FakeOpenAI  # noqa: E402
 
 from rag import Assistant, Settings  # noqa: E402
 from rag.embed_base import EncoderEmbedding  # noqa: E402
+from rag.types import Source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "rag" / "data" / "corpus"
 LRA_TITLE = "Long Range Arena: A Benchmark for Efficient Transformers"
+
+
+def make_source(number: int, title: str, text: str, score: float = 0.8) -> Source:
+    """A retrieved source as the pipeline hands it on (paper id p<number>)."""
+    return Source(
+        number=number, paper_id=f"p{number}", title=title, snippet=text[:80], text=text, score=score
+    )
 
 
 class HashEmbedding(EncoderEmbedding):

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import make_source
 
 from rag.answer import ExtractiveBackend
 from rag.evidence import select
 from rag.text import split_sentences
 from rag.types import Source
 
-
-def _source(number: int, title: str, text: str, score: float = 0.8) -> Source:
-    return Source(
-        number=number, paper_id=f"p{number}", title=title, snippet=text[:80], text=text, score=score
-    )
-
-
 SOURCES = [
-    _source(
+    make_source(
         1,
         "Stabilising Attention Training",
         "Attention entropy collapse makes attention training unstable in vision and speech. "
         "We propose SigmaFix, a reparametrisation of all linear layers. "
         "SigmaFix keeps training stable across 12 vision and speech tasks.",
     ),
-    _source(
+    make_source(
         2,
         "Hidden-Dimension Mixtures",
         "We propose a sparse conditional activation architecture for vision and speech. "

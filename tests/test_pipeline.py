@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import HashEmbedding
+from conftest import HashEmbedding, make_source
 
 from rag import CANNOT_ANSWER, Answer, Settings
 from rag.answer import ExtractiveBackend
@@ -21,22 +21,15 @@ from rag.pipeline import Pipeline
 from rag.types import Source
 from rag.verify import Verifier
 
-
-def _source(number: int, title: str, text: str, score: float = 0.8) -> Source:
-    return Source(
-        number=number, paper_id=f"p{number}", title=title, snippet=text[:80], text=text, score=score
-    )
-
-
 SOURCES = [
-    _source(
+    make_source(
         1,
         "Stabilising Attention Training",
         "Attention entropy collapse makes training unstable. As a remedy, we propose SigmaFix, "
         "a reparametrisation of all linear layers with spectral normalisation. SigmaFix keeps "
         "training stable across 12 vision and speech tasks.",
     ),
-    _source(
+    make_source(
         2,
         "Hidden-Dimension Mixtures for Transformers",
         "We propose a sparse conditional activation architecture. Evaluations across 10 NLP "
@@ -223,7 +216,7 @@ def test_weak_retrieval_abstains_before_the_model_is_asked() -> None:
         def stream(self, question: str, sources: list[Source]) -> Iterator[str]:
             raise AssertionError("the model must not be called")
 
-    weak = [_source(1, "Baking Bread", "We bake bread.", score=0.05)]
+    weak = [make_source(1, "Baking Bread", "We bake bread.", score=0.05)]
     pipeline = _pipeline(Exploding(""), sources=weak)
     pipeline.settings = Settings(min_score=0.3, _env_file=None)
     pieces, answer = _run(pipeline, "How do transformers scale?")
