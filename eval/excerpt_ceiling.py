@@ -19,8 +19,8 @@ import statistics
 from rich.console import Console
 from rich.table import Table
 
-from eval.dataset import load_questions, select
-from eval.metrics import must_contain_recall
+from .dataset import load_questions, select
+from .metrics import must_contain_recall
 
 
 def main(argv: list[str] | None = None) -> None:
