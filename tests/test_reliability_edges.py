@@ -226,7 +226,11 @@ def test_an_overflowing_top_k_and_a_full_disk_leave_the_store_alone(
         (["ask", "--top-k", "0", "q"], {}, "--top-k must be between 1 and 50, got 0"),
         (["ask", "--top-k", "51", "q"], {}, "--top-k must be between 1 and 50, got 51"),
         (["ask", "-k", str(10**20), "q"], {}, f"--top-k must be between 1 and 50, got {10**20}"),
-        (["info", "--set", "topk=3"], {}, "--set: unknown setting 'topk'; valid keys: api_"),
+        (
+            ["info", "--set", "topk=3"],
+            {},
+            "--set: unknown setting 'topk'; valid keys: answer_gate, api_",
+        ),
         (["ask", "q", "--set", "rag_nope=1"], {}, "unknown setting 'nope'; valid keys:"),
         (["ingest", ""], {}, "an empty path was given; name a file or directory"),
         (["ingest", "   "], {}, "an empty path was given"),
