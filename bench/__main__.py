@@ -79,7 +79,7 @@ def main() -> None:
     replay = sub.add_parser("llm_replay", help="the LLM path on recorded replies only (no model)")
     replay.add_argument("--split", default="dev")
     replay.add_argument(
-        "--cache", default=None, help="default bench/results/llm-cache/replies.jsonl"
+        "--cache", default=None, help="default bench/results/llm-cache/replies.jsonl.gz"
     )
     replay.add_argument("--data-dir", default=None, help="store to use (default .rag)")
     replay.add_argument("--limit", type=int, default=None)

@@ -14,6 +14,7 @@ reports them as null for a run in which any reply came from the cache.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import json
@@ -21,6 +22,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
+
+
+def _open(path: Path, mode: str):
+    """A .gz cache is read and appended as gzip (appends add gzip members), others as text."""
+    if path.suffix == ".gz":
+        return gzip.open(path, mode, encoding="utf-8")
+    return path.open(mode, encoding="utf-8")
 
 
 class ReplyCache:
@@ -31,7 +39,7 @@ class ReplyCache:
         self.hits = 0
         self.misses = 0
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in _open(path, "rt").read().splitlines():
                 if line.strip():
                     row = json.loads(line)
                     self.replies[row["key"]] = row
@@ -54,7 +62,7 @@ class ReplyCache:
         with self.lock:
             self.replies[key] = row
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
+            with _open(self.path, "at") as f:
                 f.write(json.dumps(row) + "\n")
 
 

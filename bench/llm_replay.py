@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import ROOT, machine, save
 
-CACHE = ROOT / "bench" / "results" / "llm-cache" / "replies.jsonl"
+CACHE = ROOT / "bench" / "results" / "llm-cache" / "replies.jsonl.gz"
 
 
 def main(split: str, cache: str | None, data_dir: str | None, limit: int | None) -> None:
