@@ -43,7 +43,12 @@ _ABBREV = {
 }
 _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9\-']*|\d+(?:[.,]\d+)*")
-_NUMBER = re.compile(r"(?<![A-Za-z])(\d+(?:[.,]\d+)*)(\s?(?:%|x|×|k|K|M|B|billion|million))?")
+# A number, with its unit or scale word. Digits inside a name are not a value: "Llama2", and a
+# number after a word and a hyphen ("CIFAR-10", "GPT-3", "top-5") is part of what is named; such
+# names are matched as names (`entities`), so a "10%" is never found in "CIFAR-10".
+_NUMBER = re.compile(
+    r"(?<![A-Za-z\d])(?<![A-Za-z][A-Za-z]-)(\d+(?:[.,]\d+)*)(\s?(?:%|x|×|k|K|M|B|billion|million))?"
+)
 # Interrogative words: what a question opens with, never a name or a content word.
 QUESTION_WORDS = frozenset(["what", "which", "who", "whom", "whose", "when", "where", "why", "how"])
 # Auxiliary verbs that open or carry a question ("does it", "how many layers has it").

@@ -4,7 +4,7 @@ tests/test_claims_floor.py)."""
 from __future__ import annotations
 
 import pytest
-from conftest import CORPUS, LRA_TITLE
+from conftest import CORPUS, LRA_TITLE, make_source
 
 from rag.corpus import load_corpus
 from rag.embeddings import SentenceEmbedding
@@ -40,6 +40,22 @@ def test_sentence_splitting_keeps_abbreviations_and_citations() -> None:
     ]
     assert citations("It scales [2][3] and [3, 5].") == [2, 3, 5]
     assert number_values("1K to 16K, 1,000 and 7.988x") == {"1000", "16000", "7.988"}
+    # Digits that are part of a name are not values: "CIFAR-10", "GPT-3", "top-5", "Zeta2".
+    assert number_values("on CIFAR-10 with GPT-3, top-5 and Zeta2") == set()
+    assert number_values("models from 1B-7B, a 3-layer net") == {"1e+09", "7e+09", "3"}
+
+
+def test_a_number_is_not_found_inside_a_name(verifier: Verifier) -> None:
+    """A "10%" in a claim is not supported by a source whose only 10 is in "CIFAR-10"."""
+    source = make_source(
+        1,
+        "Quokka: Early Exits for Vision Backbones",
+        "Quokka lets easy patches exit early. It is evaluated on CIFAR-10 and saves 25% of "
+        "the computation.",
+    )
+    assert verifier.judge("Quokka saves 25% of the computation.", source).supported
+    verdict = verifier.judge("Quokka saves 10% of the computation.", source)
+    assert not verdict.supported and "10" in verdict.reason
 
 
 # The three true claims are short paraphrases that an unconstrained fit once rejected (it
