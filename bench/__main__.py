@@ -7,6 +7,7 @@
     python -m bench snapshot [--sizes 2000,10000] [--stores embedded,server]   # arXiv snapshot shape
     python -m bench llm [--splits dev,test,holdout] [--limit N] [--cache F]   # rag eval through the local LLM
     python -m bench llm_replay [--split dev] [--cache F]   # the same on recorded replies only, no model
+    python -m bench llm_latency --old REV [--split dev] [--every 4]   # LLM latency, REV vs this tree
 
 Never part of the test run. See docs/performance.md for the figures and how to read them.
 """
@@ -83,6 +84,12 @@ def main() -> None:
     )
     replay.add_argument("--data-dir", default=None, help="store to use (default .rag)")
     replay.add_argument("--limit", type=int, default=None)
+    latency = sub.add_parser("llm_latency", help="LLM-path latency: a baseline commit vs this tree")
+    latency.add_argument("--old", required=True, help="the baseline commit (a git worktree of it)")
+    latency.add_argument("--split", default="dev")
+    latency.add_argument("--every", type=int, default=4, help="every k-th question of the split")
+    latency.add_argument("--chunks", type=int, default=4, help="alternations of the two sides")
+    latency.add_argument("--data-dir", default=None, help="store to use (default .rag)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.name == "fidelity":
@@ -127,6 +134,10 @@ def main() -> None:
             args.cache,
             args.sample,
         )
+    elif args.name == "llm_latency":
+        from bench import llm_latency
+
+        llm_latency.main(args.old, args.split, args.every, args.chunks, args.data_dir)
     elif args.name == "llm_replay":
         from bench import llm_replay
 
