@@ -22,7 +22,8 @@ from rag.errors import CorpusError
 
 DEFAULT_DATASET = Path(__file__).resolve().parent / "data" / "questions.jsonl"
 TYPES = ("factoid", "explain", "multi", "unanswerable")
-SPLITS = ("dev", "test", "holdout")  # holdout: eval/data/holdout.jsonl, frozen
+# holdout: eval/data/holdout.jsonl, frozen; train: eval/data/train.jsonl, only ever fitted on
+SPLITS = ("dev", "test", "holdout", "train")
 
 
 class DatasetError(CorpusError):
@@ -36,7 +37,7 @@ class Question(BaseModel):
     gold_titles: list[str]
     must_contain: list[str]
     evidence: list[str] = []
-    split: Literal["dev", "test", "holdout"]
+    split: Literal["dev", "test", "holdout", "train"]
     paraphrased: bool = False
     note: str = ""
     line: int = 0

@@ -2,6 +2,7 @@
 
     python -m eval.fit_answerable              # CV figures + ablation on dev, then writes the model
     python -m eval.fit_answerable --no-write   # figures only
+    python -m eval.fit_answerable --train eval/data/train.jsonl   # fit on dev + the train split
 
     dev questions ─► the sources the pipeline hands the backend (real retrieval, evidence gate)
                  ─► every candidate sentence ─► rag.answer features
@@ -9,8 +10,9 @@
                  ─► LogisticRegression ─► answer threshold and keep ratio chosen on the same data
                  ─► rag/data/answerable.json
 
-Only the dev split is read. Figures are 5-fold cross-validated by question (the model and both
-thresholds are fitted on four folds and scored on the fifth), so they estimate unseen questions.
+Only the dev split (and, with --train, the train split written to fit on) is read. Figures are
+5-fold cross-validated by question (the model and both thresholds are fitted on four folds and
+scored on the fifth), so they estimate unseen questions.
 The ablation refits without one signal at a time; a signal that does not pay its way is dropped.
 Needs scikit-learn (the `dev` extra); the runtime only reads the JSON.
 """
@@ -283,6 +285,13 @@ HEADER = (
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument(
+        "--train",
+        type=Path,
+        action="append",
+        default=[],
+        help="also fit on this file's 'train' rows (eval/data/train.jsonl); repeatable",
+    )
     parser.add_argument("--no-write", action="store_true", help="print the figures only")
     parser.add_argument(
         "--groups", help="comma-separated signal groups to use (default: backward elimination)"
@@ -290,11 +299,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     questions = select(load_questions(args.dataset), "dev", None)
-    items = collect(questions)
+    extra = [q for path in args.train for q in select(load_questions(path), "train", None)]
+    items = collect(questions + extra)
     n_pos = sum(sum(it.labels) for it in items)
     n_cand = sum(len(it.cands) for it in items)
-    print(f"dev: {len(items)} questions, {n_cand} candidate sentences, {n_pos} positive")
-    print(f"{FOLDS}-fold CV on dev by question; objective = must-contain + balanced abstention")
+    fitted_on = f"{args.dataset.name} split dev ({len(questions)} questions)"
+    if extra:
+        names = ", ".join(path.name for path in args.train)
+        fitted_on += f" + {names} split train ({len(extra)} questions)"
+    print(f"fitting set: {fitted_on}; {n_cand} candidate sentences, {n_pos} positive")
+    print(f"{FOLDS}-fold CV by question; objective = must-contain + balanced abstention")
     if args.groups:
         kept = [g.strip() for g in args.groups.split(",")]
     else:
@@ -330,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_write:
         data = {
             "about": "rag.answer extractive answerability model; refit: python -m eval.fit_answerable",
-            "fitted_on": f"{args.dataset.name} split dev ({len(items)} questions)",
+            "fitted_on": fitted_on,
             "groups": kept,
             "features": list(model.features),
             "weights": [round(w, 6) for w in model.weights],

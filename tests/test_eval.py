@@ -193,7 +193,7 @@ def test_loader_reads_a_valid_file(tmp_path: Path) -> None:
         ({**ROW, "id": "q9", "type": "opinion"}, "'type'"),
         ({k: v for k, v in ROW.items() if k != "question"} | {"id": "q9"}, "'question'"),
         ({**ROW, "id": "q9", "gold_titles": "LRA"}, "'gold_titles'"),
-        ({**ROW, "id": "q9", "split": "train"}, "'split'"),
+        ({**ROW, "id": "q9", "split": "validation"}, "'split'"),
         ({**UNANSWERABLE, "id": "q9", "gold_titles": [LRA]}, "unanswerable"),
         ({**ROW, "id": "q9", "type": "multi"}, "at least two gold titles"),
         ({**ROW, "id": "q9", "gold_titles": []}, "at least one gold title"),
@@ -217,7 +217,7 @@ def test_loader_missing_and_empty_files(tmp_path: Path) -> None:
         load_questions(write_rows(tmp_path / "e.jsonl", [""]))
     rows = load_questions(write_rows(tmp_path / "q.jsonl", [ROW]))
     with pytest.raises(DatasetError, match="unknown split"):
-        select(rows, "train")
+        select(rows, "validation")
     with pytest.raises(DatasetError, match="at least 1"):
         select(rows, "dev", limit=0)
 
