@@ -301,7 +301,9 @@ def main(
             print(
                 f"  {full['papers'] / full['seconds']:.1f} abstracts/s, "
                 f"{full['chunks'] / full['seconds']:.1f} chunks/s, peak RSS "
-                f"{full['peak_rss_mb']:.0f} MiB (server "
+                f"{full['peak_rss_mb']:.1f} MiB (before the BM25 rebuild "
+                f"{full.get('stream_peak_rss_mb', 0):.1f}, before the bench's id listing "
+                f"{full.get('ingest_peak_rss_mb', 0):.1f}; server "
                 f"{full.get('server_peak_rss_mb', 0):.0f}), load {loads[-1]}",
                 flush=True,
             )
@@ -359,7 +361,7 @@ def _report(bundled: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> N
         sized = [r for r in runs if r["store"] == kind and r["full"]]
         if len(sized) > 1:
             ratio = sized[-1]["full"]["peak_rss_mb"] / sized[0]["full"]["peak_rss_mb"]
-            print(f"{kind}: ingest peak RSS {sized[-1]['n']:,} / {sized[0]['n']:,}: {ratio:.2f}x")
+            print(f"{kind}: ingest peak RSS {sized[-1]['n']:,} / {sized[0]['n']:,}: {ratio:.3f}x")
     table(
         "arXiv snapshot shape: ingest, memory, resume",
         [

@@ -16,17 +16,27 @@ if args.get("embedder") == "hash":
 settings = Settings(data_dir=Path(args["data_dir"]), _env_file=None, **server)
 assistant = Assistant(settings, embedder=embedder)
 assistant.embedder  # the model loads before the clock starts
+def peak_mb():  # the process's peak RSS so far (VmHWM), MiB
+    with open("/proc/self/status") as status:
+        hwm = [line.split()[1] for line in status if line.startswith("VmHWM:")]
+    return int(hwm[0]) / 1024 if hwm else 0.0
+stream_peak = [0.0]
 def progress(done, total):
+    # The last value, read as the stream of papers ends and before the BM25 index is rebuilt,
+    # is the stream's peak.
+    stream_peak[0] = peak_mb()
     print(f"@progress {done} {total}", flush=True)
 started = time.perf_counter()
 report = assistant.ingest([Path(p) for p in args["paths"]], progress=progress)
 seconds = time.perf_counter() - started
+ingest_peak = peak_mb()  # before this script lists the store's ids for the digest below
 got = assistant.store.get(include=[])
 print("@report " + json.dumps({
     "seconds": seconds, "added": report.added, "skipped": report.skipped,
     "failed": len(report.failed), "chunks_written": report.chunks_written,
     "papers": assistant.store.paper_count(), "chunks": len(got["ids"]),
     "ids_digest": hash(tuple(sorted(got["ids"]))),
+    "stream_peak_rss_mb": stream_peak[0], "ingest_peak_rss_mb": ingest_peak,
 }), flush=True)
 """
 

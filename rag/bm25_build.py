@@ -27,7 +27,7 @@ from typing import IO, NamedTuple
 
 import numpy as np
 
-from rag.bm25 import TOKENS, analyse
+from rag.bm25 import TOKENS, PackedIds, analyse
 from rag.bm25_matrix import write_index
 
 
@@ -103,11 +103,16 @@ class _Rows:
         pos = 0
         for line in handle:
             parsed = parse_line(line)
-            if parsed is not None:
-                row = bisect.bisect_left(self.ids, parsed[0])
-                if row < len(self.ids) and self.ids[row] == parsed[0]:
-                    self.source[row], self.start[row], self.size[row] = number, pos, len(line)
+            row = None if parsed is None else self.find(parsed[0])
+            if row is not None:
+                self.source[row], self.start[row], self.size[row] = number, pos, len(line)
             pos += len(line)
+
+    def find(self, cid: str) -> int | None:
+        if isinstance(self.ids, PackedIds):
+            return self.ids.find(cid)
+        row = bisect.bisect_left(self.ids, cid)
+        return row if row < len(self.ids) and self.ids[row] == cid else None
 
 
 def build(
@@ -137,17 +142,24 @@ def build(
         for cid, text in read_back(missing):
             extra.write(token_line(cid, *analyse(text)))
         extra.flush()
+        read = len(missing)
+        del missing
         rows.scan(len(sources) - 1, extra)
         tmp = path.with_suffix(".tmp")
         try:
             with tmp.open("w+b") as out:
                 unique, acronyms = _rewrite(rows, sources, out)
+                del rows  # where the tokens were: the matrix reads them from `out`
                 tmp.replace(path)
-                _index(out, unique, len(ids), target)
+                # The vocabulary numbered as bm25s numbers it (its set of tokens, in order);
+                # the set goes before the matrix is built (~40 bytes a word).
+                vocab = {token: i for i, token in enumerate(unique)}
+                del unique
+                _index(out, vocab, len(ids), target)
         finally:
             for handle in sources:
                 handle.close()
-    return Built(len(ids), acronyms, len(missing))
+    return Built(len(ids), acronyms, read)
 
 
 def _rewrite(
@@ -175,16 +187,16 @@ def _rewrite(
     return unique, acronyms
 
 
-def _index(handle: IO[bytes], unique: set[str], rows: int, target: Path) -> None:
-    """The vocabulary numbered as bm25s numbers it (its set of tokens, in order), and each
-    row's token ids read from the rewritten tokens.jsonl on every pass the build makes."""
+def _index(handle: IO[bytes], vocab: dict[str, int], rows: int, target: Path) -> None:
+    """The matrix of each row's token ids (`vocab`: token -> column), read from the rewritten
+    tokens.jsonl on every pass the build makes; `vocab` is handed over (write_index adds the
+    empty token to it)."""
     if not rows:
         return
-    vocab = {token: i for i, token in enumerate(unique)}
 
     def token_ids() -> Iterator[list[int]]:
         handle.seek(0)
         for line in handle:
             yield [vocab[t] for t in json.loads(line)["t"]]
 
-    write_index(target, token_ids, vocab, rows)
+    write_index(target, token_ids, vocab, rows, own_vocab=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,10 +41,13 @@ def write_index(
     token_ids: Callable[[], Iterable[list[int]]],
     vocab: dict[str, int],
     rows: int,
+    *,
+    own_vocab: bool = False,
 ) -> None:
     """Save to `target` the bm25s index (default parameters) of `rows` chunks whose token ids
     `token_ids()` yields in row order, each call a fresh pass; `vocab` is token -> column, as
-    bm25s numbers it (the empty token is added, as bm25s adds it)."""
+    bm25s numbers it (the empty token is added, as bm25s adds it: to `vocab` itself when
+    `own_vocab`, the caller handing it over, else to a copy)."""
     bm25s = import_bm25s()
     from bm25s import scoring
 
@@ -68,7 +71,7 @@ def write_index(
     del seen
     avg_doc_len = np.float64(total / rows)  # what np.mean gives over the integer lengths
     idf = scoring._build_idf_array(
-        doc_frequencies=dict(enumerate(df.tolist())),
+        doc_frequencies=_Frequencies(df),  # not a dict of every word: ~100 bytes a word
         n_docs=rows,
         compute_idf_fn=scoring._select_idf_scorer(index.idf_method),
         dtype=index.dtype,
@@ -97,7 +100,8 @@ def write_index(
 
     # bm25s writes its own vocabulary and parameters: given empty arrays under other names
     # (removed after), its `save` writes every other file as its in-memory build would.
-    vocab = dict(vocab)
+    if not own_vocab:
+        vocab = dict(vocab)
     if "" not in vocab:
         vocab[""] = max(vocab.values(), default=-1) + 1
     index.vocab_dict = vocab
@@ -108,6 +112,21 @@ def write_index(
     index.save(str(target), data_name=unused[0], indices_name=unused[1], indptr_name=unused[2])
     for name in unused:
         (target / name).unlink()
+
+
+class _Frequencies:
+    """What bm25s's idf builder reads of a {column: document frequency} dict (its length and
+    items, in column order, as Python ints), from the array: no dict of every word."""
+
+    def __init__(self, df: np.ndarray) -> None:
+        self.df = df
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, len(self.df), 1 << 16):
+            yield from enumerate(self.df[start : start + (1 << 16)].tolist(), start)
 
 
 def _header(handle: IO[bytes], dtype: np.dtype, length: int) -> None:

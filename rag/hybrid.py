@@ -32,6 +32,7 @@ from rag.bm25 import (
     MANIFEST,
     OFFSETS,
     IdColumn,
+    PackedIds,
     as_text,
     find_acronyms,
     ids_state,
@@ -101,8 +102,12 @@ class HybridRetriever(Retriever):
         does not is rebuilt, so an ingest repairs it even when no paper changed."""
         with self._lock:
             self._stale = False
-            # One listing of the store's ids serves both the state check and a rebuild.
-            ids = sorted(self.store.get(include=[])["ids"])
+            # What an ingest's threads freed goes back to the OS first (glibc keeps it in their
+            # arenas, where this thread's allocations cannot reuse it).
+            release_freed_memory()
+            # One listing of the store's ids serves both the state check and a rebuild, packed
+            # page by page (~30 bytes an id; a list of them was ~80, held through the rebuild).
+            ids = PackedIds.sorted_from(page["ids"] for page in self.store.pages(include=()))
             state = ids_state(ids)
             unchanged = self._bm25 is not None and state == self._state
             # Another process may have written the index for this state already: load it.
@@ -143,7 +148,7 @@ class HybridRetriever(Retriever):
         self._state = state
         return True
 
-    def _rebuild(self, state: tuple[int, str], ids: list[str]) -> None:
+    def _rebuild(self, state: tuple[int, str], ids: Sequence[str]) -> None:
         """Build the index of `ids` streaming every chunk's tokens from disk (rag.bm25_build):
         the ingest's own spill, the token cache, and the store for chunks in neither."""
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rag import bm25_matrix
-from rag.bm25 import TOKENS, analyse, import_bm25s
+from rag.bm25 import TOKENS, PackedIds, analyse, ids_state, import_bm25s
 from rag.bm25_build import TokenSpill, build, token_line
 
 TEXTS = {
@@ -37,7 +37,8 @@ def _same_files(got: Path, want: Path) -> None:
         assert (got / name).read_bytes() == (want / name).read_bytes(), name
 
 
-def test_the_streamed_build_is_bm25s_in_memory_build(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pack", [list, PackedIds], ids=["list", "packed"])
+def test_the_streamed_build_is_bm25s_in_memory_build(tmp_path: Path, pack: type) -> None:
     ids = sorted(TEXTS)
     # Two chunks cached by an earlier build (one a row of wrong types), two spilled by this
     # ingest, one in neither: it is read back from the store.
@@ -51,7 +52,7 @@ def test_the_streamed_build_is_bm25s_in_memory_build(tmp_path: Path) -> None:
         asked.append(missing)
         return ((cid, TEXTS[cid]) for cid in missing)
 
-    built = build(tmp_path, ids, spill.take(), read_back, tmp_path / "index-x")
+    built = build(tmp_path, pack(ids), spill.take(), read_back, tmp_path / "index-x")
     assert asked == [[ids[1], ids[4]]] and built.read_back == 2 and built.rows == 5
     want = _in_memory([analyse(TEXTS[i])[0] for i in ids], tmp_path.parent / "want")
     _same_files(tmp_path / "index-x", want)
@@ -72,6 +73,24 @@ def test_the_streamed_build_is_bm25s_in_memory_build(tmp_path: Path) -> None:
     )
     # No spill or temp file left: the cache and the index.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index-x", TOKENS]
+
+
+def test_packed_ids_are_the_sorted_ids() -> None:
+    """The store's ids as the index build holds them: pages sorted, packed and merged."""
+    rng = random.Random(5)
+    letters = "ab#:0é€😀z"  # UTF-8 of one to four bytes: byte order is code point order
+    for _ in range(200):
+        ids = list({"".join(rng.choices(letters, k=rng.randint(1, 8))) for _ in range(40)})
+        rng.shuffle(ids)
+        size = rng.randint(1, 9)
+        packed = PackedIds.sorted_from(ids[i : i + size] for i in range(0, len(ids), size))
+        ids.sort()
+        assert len(packed) == len(ids) and list(packed) == ids
+        assert [packed[i] for i in range(-len(ids), len(ids))] == ids + ids
+        assert ids_state(packed) == ids_state(ids)
+        for cid in ids + ["".join(rng.choices(letters, k=3)) for _ in range(20)]:
+            assert packed.find(cid) == (ids.index(cid) if cid in ids else None)
+    assert list(PackedIds.sorted_from([[]])) == [] and PackedIds([]).find("x") is None
 
 
 def test_a_chunk_whose_tokens_cannot_be_found_is_an_error(tmp_path: Path) -> None:
