@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     model = train(items, full)
     fitted = score(items, model)
     print(
-        f"\nfitted on all of dev (in-sample): must-contain {fitted['must_contain']:.3f}, "
+        f"\nfitted on the whole fitting set (in-sample): must-contain {fitted['must_contain']:.3f}, "
         f"answerable refused {fitted['answerable_refused']:.3f}, "
         f"unanswerable refused {fitted['unanswerable_refused']:.3f}; "
         f"threshold {model.answer_threshold:.4f}, keep ratio {model.keep_ratio}"
