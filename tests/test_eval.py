@@ -22,7 +22,14 @@ from rag.errors import ConfigError
 from rag.prompts import CANNOT_ANSWER
 from rag.types import Answer, Source
 from rag_eval import metrics as M
-from rag_eval.dataset import DatasetError, Question, gold_ids, load_questions, select
+from rag_eval.dataset import (
+    DEFAULT_DATASET,
+    DatasetError,
+    Question,
+    gold_ids,
+    load_questions,
+    select,
+)
 from rag_eval.judges import RecordingJudge, agreement, llm_judge
 from rag_eval.report import build_report, compare_runs, load_run
 from rag_eval.report_files import write_report
@@ -238,6 +245,21 @@ def test_bundled_question_set_is_valid_and_its_gold_is_in_the_corpus() -> None:
     gold = gold_ids(rows, ids)
     assert len(rows) >= 100 and {q.split for q in rows} == {"dev", "test"}
     assert all(gold[q.id] for q in rows if q.answerable)
+
+
+def test_train_split_is_valid_and_apart_from_the_reported_splits() -> None:
+    """eval/data/train.jsonl (fitted on, never reported): valid, gold in the corpus, and no
+    question of it is also a dev/test question."""
+    from rag.corpus import bundled_corpus_dir, load_corpus
+
+    train = load_questions(DEFAULT_DATASET.with_name("train.jsonl"))
+    ids = {p.id for p in load_corpus([bundled_corpus_dir()]).papers}
+    gold = gold_ids(train, ids)
+    assert len(train) >= 60 and {q.split for q in train} == {"train"}
+    assert all(gold[q.id] for q in train if q.answerable)
+    assert any(not q.answerable for q in train)
+    reported = {" ".join(q.question.lower().split()) for q in load_questions()}
+    assert not reported & {" ".join(q.question.lower().split()) for q in train}
 
 
 # ---------------------------------------------------------------------- one question, stubbed
