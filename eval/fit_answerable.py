@@ -60,6 +60,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "answer type: entity": ("entity_offered",),
     "answer type: person": ("person_missing",),
     "entity agreement": ("names_source", "names_sentence"),
+    "whole names": ("phrases_source",),
     "number agreement": ("numbers_agree",),
     "first sentence": ("first",),
 }

@@ -33,6 +33,7 @@ from rag.question import (
     names_found,
     names_named,
     new_names,
+    phrases_named,
     quantities,
     question_names,
 )
@@ -59,6 +60,8 @@ FEATURES: dict[str, str] = {
     "entity_offered": "a which/what question's sentence names something the question does not",
     "names_source": "share of the names in the question that the source names (1 if none)",
     "names_sentence": "share of the names in the question that the sentence names (1 if none)",
+    "phrases_source": "share of the question's multi-part names (a multi-word proper name, a "
+    "hyphenated compound of capitalised parts) the source holds whole (1 if none)",
     "numbers_agree": "share of the question's own numbers that the source states (1 if none)",
     "person_missing": "the question asks for people (authors) and the source lists none",
     "first": "the abstract's first sentence (it states the paper's main point)",
@@ -124,6 +127,7 @@ def candidates(question: str, sources: list[Source]) -> list[Candidate]:
     for src, sents in per_source:
         title_terms = set(terms(src.title))
         names_src = _share(info.names, names_named(info.names, src))
+        phrases_src = phrases_named(info.phrases, src)
         src_numbers = number_values(f"{src.title} {src.text}")
         numbers_agree = len(info.numbers & src_numbers) / len(info.numbers) if info.numbers else 1.0
         for position, sent in enumerate(sents):
@@ -154,6 +158,7 @@ def candidates(question: str, sources: list[Source]) -> list[Candidate]:
                 "names_source": names_src,
                 "names_sentence": _share(info.names, names_named(info.names, _as_source(sent))),
                 "numbers_agree": numbers_agree,
+                "phrases_source": phrases_src,
                 "person_missing": float(info.answer_type == "person" and not src.authors),
                 "first": float(position == 0),
             }

@@ -108,6 +108,7 @@ class QuestionInfo:
     answer_type: str  # "number" | "person" | "entity" | "description"
     is_list: bool  # may be answered from several papers (which papers ..., compare, both)
     names: frozenset[str]
+    phrases: frozenset[str]  # multi-part names, flattened: "xy former" (`name_phrases`)
     numbers: frozenset[str]  # numeric values the question itself states
     measured: frozenset[str]  # stemmed: what a numeric question counts ("how many heads")
     head: str | None  # stemmed: what a which/what question asks for
@@ -133,6 +134,7 @@ def analyse(question: str) -> QuestionInfo:
         answer_type=kind,
         is_list=bool(_LIST_Q.search(question)),
         names=frozenset(question_names(question)),
+        phrases=frozenset(name_phrases(question)),
         numbers=frozenset(number_values(question)),
         measured=frozenset(measured),
         head=head,
@@ -160,6 +162,34 @@ def question_names(question: str) -> set[str]:
             if entities(part) or (i > 0 and part[0].isupper() and len(part) > 2):
                 names.add(part.lower())
     return names
+
+
+# A multi-word proper name ("Long Range Arena", a quoted title) and a compound whose every part is
+# capitalised or a number ("XY-Former", "ABC-300M"): names that only count when found whole.
+_PHRASE = re.compile(r"(?<![.!?]\s)(?<!^)\b((?:[A-Z][a-z]+[ \-]){1,5}[A-Z][a-z]+)\b")
+_COMPOUND = re.compile(r"(?<![\w\-])([A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)(?![\w\-])")
+
+
+def _flat(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def name_phrases(question: str) -> set[str]:
+    """Multi-part names in a question, flattened ("xy former"): matched whole, never by parts."""
+    found = {_flat(m.group(1)) for m in _PHRASE.finditer(question)}
+    for m in _COMPOUND.finditer(question):
+        parts = m.group(1).split("-")
+        if all(p[0].isupper() or p[0].isdigit() for p in parts) and not parts[0].isdigit():
+            found.add(_flat(m.group(1)))
+    return found
+
+
+def phrases_named(phrases: frozenset[str], source: Source) -> float:
+    """Share of the question's multi-part names found whole in the source (1 if it has none)."""
+    if not phrases:
+        return 1.0
+    haystack = f" {_flat(f'{source.title} {source.text}')} "
+    return sum(f" {p} " in haystack for p in phrases) / len(phrases)
 
 
 def measured_terms(question: str) -> set[str]:

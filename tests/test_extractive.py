@@ -16,7 +16,14 @@ import pytest
 from rag.answer import FEATURES, ExtractiveBackend, bundled_model, candidates, names_found
 from rag.answer import question_names as question_names_reexported
 from rag.prompts import CANNOT_ANSWER
-from rag.question import analyse, measured_terms, name_in, question_names
+from rag.question import (
+    analyse,
+    measured_terms,
+    name_in,
+    name_phrases,
+    phrases_named,
+    question_names,
+)
 from rag.types import Source
 
 ZEPHYRNET = (
@@ -135,3 +142,22 @@ def test_names_found_needs_the_names_of_the_question(sources) -> None:
     assert names_found("What does ZephyrNet predict?", sources[0])
     assert not names_found("What does ZephyrNet predict?", sources[1])
     assert not names_found("what does it predict?", sources[0])  # names nothing
+
+
+def test_multi_part_names_count_only_when_found_whole(sources) -> None:
+    """'Zephyr-Quill' is named whole or not at all: a source naming Zephyr and Quill apart
+    does not name it; a quoted multi-word title is one name too."""
+    assert name_phrases("What does the Zephyr-Quill model add to RainBench-2?") == {
+        "zephyr quill",
+        "rainbench 2",
+    }
+    assert name_phrases("How deep is the net in 'Radar Frames Are All You Need'?") == {
+        "radar frames are all you need"
+    }
+    assert name_phrases("What does a 3-layer net or a top-5 score mean?") == set()
+    apart = source(3, "Zephyr and Quill", "Zephyr helps. Quill helps too.", 0.5)
+    whole = source(4, "Zephyr-Quill", "The Zephyr Quill model adds radar.", 0.5)
+    phrases = analyse("What does the Zephyr-Quill model add?").phrases
+    assert phrases_named(phrases, apart) == 0.0
+    assert phrases_named(phrases, whole) == 1.0
+    assert phrases_named(frozenset(), apart) == 1.0  # a question without one: no evidence
