@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {'(bias)':16s} {model.bias:+.3f}")
     if not args.no_write:
         data = {
-            "about": "rag.answer extractive answerability model; refit: python -m eval.fit_answerable",
+            "about": "rag.answer extractive answerability model; refit: python -m "
+            "eval.fit_answerable" + "".join(f" --train {p}" for p in args.train),
             "fitted_on": fitted_on,
             "groups": kept,
             "features": list(model.features),
