@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.text import NEGATIONS, STOPWORDS, stem, terms
+from rag.text import NEGATIONS, PROPER_NAME, STOPWORDS, norm, stem, terms
 
 MODEL_PATH = Path(__file__).parent / "data" / "judge.json"
 
@@ -151,21 +151,14 @@ def opposites(claim: str, full: str) -> int:
     return len(hits)
 
 
-_PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b((?:[A-Z][a-z]+[ \-]){1,5}[A-Z][a-z]+)\b")
-
-
 # A capitalised word inside a sentence (not its first word): a name the claim commits to.
 _CAPITALISED = re.compile(r"(?<![.!?:]\s)(?<!^)(?<![\-/])\b([A-Z][a-z]{2,})\b(?![\-/])")
-
-
-def norm(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 def missing_phrases(claim: str, full: str) -> list[str]:
     """Multi-word proper names in the claim ('Long Range Graph Benchmark') absent from the source."""
     source = norm(full)
-    return sorted(m.group(1) for m in _PROPER.finditer(claim) if norm(m.group(1)) not in source)
+    return sorted(m.group(1) for m in PROPER_NAME.finditer(claim) if norm(m.group(1)) not in source)
 
 
 def missing_words(claim: str, full: str) -> list[str]:

@@ -20,9 +20,11 @@ from functools import lru_cache
 from rag.text import (
     AUXILIARIES,
     PRONOUNS,
+    PROPER_NAME,
     QUESTION_WORDS,
     entities,
     is_acronym_of,
+    norm,
     number_values,
     numbers,
     terms,
@@ -164,23 +166,19 @@ def question_names(question: str) -> set[str]:
     return names
 
 
-# A multi-word proper name ("Long Range Arena", a quoted title) and a compound whose every part is
-# capitalised or a number ("XY-Former", "ABC-300M"): names that only count when found whole.
-_PHRASE = re.compile(r"(?<![.!?]\s)(?<!^)\b((?:[A-Z][a-z]+[ \-]){1,5}[A-Z][a-z]+)\b")
+# Besides a multi-word proper name (`PROPER_NAME`: "Long Range Arena", a quoted title), a compound
+# whose every part is capitalised or a number ("XY-Former", "ABC-300M"): names that only count
+# when found whole.
 _COMPOUND = re.compile(r"(?<![\w\-])([A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)(?![\w\-])")
-
-
-def _flat(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 def name_phrases(question: str) -> set[str]:
     """Multi-part names in a question, flattened ("xy former"): matched whole, never by parts."""
-    found = {_flat(m.group(1)) for m in _PHRASE.finditer(question)}
+    found = {norm(m.group(1)) for m in PROPER_NAME.finditer(question)}
     for m in _COMPOUND.finditer(question):
         parts = m.group(1).split("-")
         if all(p[0].isupper() or p[0].isdigit() for p in parts) and not parts[0].isdigit():
-            found.add(_flat(m.group(1)))
+            found.add(norm(m.group(1)))
     return found
 
 
@@ -188,7 +186,7 @@ def phrases_named(phrases: frozenset[str], source: Source) -> float:
     """Share of the question's multi-part names found whole in the source (1 if it has none)."""
     if not phrases:
         return 1.0
-    haystack = f" {_flat(f'{source.title} {source.text}')} "
+    haystack = f" {norm(f'{source.title} {source.text}')} "
     return sum(f" {p} " in haystack for p in phrases) / len(phrases)
 
 

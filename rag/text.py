@@ -358,6 +358,16 @@ def number_values(text: str) -> set[str]:
     return out
 
 
+# A multi-word proper name inside a sentence (not at its start): "Long Range Arena".
+PROPER_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b((?:[A-Z][a-z]+[ \-]){1,5}[A-Z][a-z]+)\b")
+
+
+def norm(text: str) -> str:
+    """Lower-case words and numbers joined by single spaces: "Long-Range  Arena" -> "long range
+    arena" (names compared whatever their hyphens, case and spacing)."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
 def entities(text: str) -> set[str]:
     """Names a claim must not change: acronyms, CamelCase, words with digits (GPT-4, CIFAR-10)."""
     found = set()
