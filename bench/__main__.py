@@ -59,7 +59,9 @@ def main() -> None:
         help="hash: a cheap deterministic 384-dim stand-in for the model (memory at large N)",
     )
     llm = sub.add_parser("llm", help="rag eval through the local LLM behind llama_cpp.server")
-    llm.add_argument("--splits", default="dev,test,holdout")
+    llm.add_argument(
+        "--splits", default="dev,test,holdout", help="comma-separated ('' = none: only --claims)"
+    )
     llm.add_argument("--limit", type=int, default=None, help="first N questions of each split")
     llm.add_argument("--data-dir", default=None, help="store to use (default .rag)")
     llm.add_argument(
@@ -76,6 +78,9 @@ def main() -> None:
         default=None,
         help="JSON-lines file of the model's replies: replay those seen before, record new ones "
         "(quality figures only; timings of a replayed run are null)",
+    )
+    llm.add_argument(
+        "--results", default="llm", help="name of the results file under bench/results/ (no .json)"
     )
     replay = sub.add_parser("llm_replay", help="the LLM path on recorded replies only (no model)")
     replay.add_argument("--split", default="dev")
@@ -127,12 +132,13 @@ def main() -> None:
         from bench import llm as llm_bench
 
         llm_bench.main(
-            args.splits.split(","),
+            [s for s in args.splits.split(",") if s],
             args.limit,
             args.data_dir,
             args.claims or None,
             args.cache,
             args.sample,
+            args.results,
         )
     elif args.name == "llm_latency":
         from bench import llm_latency

@@ -51,6 +51,7 @@ _LIST_Q = re.compile(
 _YEAR_Q = re.compile(r"\b(?:which|what) year\b|\bwhen (?:was|were|did)\b|\bin what year\b", re.I)
 # A reference or a year is not a quantity: "(Smith et al., 2019)", "in 2021".
 _CITED = re.compile(r"\([^()]*\bet al\.?[^()]*\)|\b(?:19|20)\d\d[a-z]?\b")
+_YEAR_VALUE = re.compile(r"(?:19|20)\d\d")
 _PERSON_Q = re.compile(r"\bwho\b|\bauthors?\b|\bwritten by\b", re.I)
 _WHICH_Q = re.compile(r"^\s*(?:which|what)\s+([A-Za-z][\w\-]*)\b", re.I)
 _MEASURED = re.compile(
@@ -146,8 +147,11 @@ def analyse(question: str) -> QuestionInfo:
 
 
 def quantities(sentence: str, info: QuestionInfo) -> set[str]:
-    """The numbers a sentence offers as an answer: references and years only to year questions."""
-    return numbers(sentence if info.asks_year else _CITED.sub(" ", sentence))
+    """The numbers a sentence offers as an answer: to a year question only years, to any other
+    question no years and no references."""
+    if info.asks_year:
+        return {n for n in numbers(sentence) if _YEAR_VALUE.fullmatch(n)}
+    return numbers(_CITED.sub(" ", sentence))
 
 
 def question_names(question: str) -> set[str]:

@@ -20,6 +20,7 @@ from rag.question import (
     analyse,
     measured_terms,
     name_in,
+    quantities,
     name_phrases,
     phrases_named,
     question_names,
@@ -115,6 +116,15 @@ def test_answer_type_features() -> None:
     first = next(f for s, f in found.items() if s.startswith("We present"))
     assert blocks["measured"] == 1.0 and blocks["number_missing"] == 0.0
     assert first["number_missing"] == 1.0 and first["first"] == 1.0
+
+
+def test_a_year_question_is_answered_only_by_a_year() -> None:
+    year_q = analyse("When was the Quillfern benchmark released?")
+    other_q = analyse("How many tasks does the Quillfern benchmark have?")
+    sentence = "Quillfern, released in 2021 (Smith et al., 2019), has 12 tasks and 3.5k items."
+    assert quantities(sentence, year_q) == {"2021", "2019"}
+    assert quantities("Quillfern has 12 tasks and 3.5k items.", year_q) == set()
+    assert quantities(sentence, other_q) == {"12", "3.5k"}
 
 
 def test_question_analysis() -> None:
