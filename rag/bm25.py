@@ -285,12 +285,11 @@ def load_index(directory: Path, state: tuple[int, str], store_ids: Sequence[str]
         isinstance(k, str) and isinstance(v, str) for k, v in acronyms.items()
     ):
         raise ValueError("manifest acronyms are not a map of words to words")
-    bm25s = import_bm25s()
 
     # Memory-mapped: the score matrix is read from the page cache on demand, not copied into the
     # process (~110 MB at 100k chunks).
     path = directory / name
-    bm25 = bm25s.BM25.load(str(path), mmap=True)
+    bm25 = load_bm25(path)
     if "ids" in meta:  # listed in the manifest before: moved beside the index, once
         save_ids(path, meta.pop("ids"))
         meta.pop("vocab", None)
@@ -346,7 +345,28 @@ def open_index(directory: Path, name: str, ids: Sequence[str]) -> tuple[Any, IdC
     """Write the ids beside the build saved in `directory/name` (rag.bm25_build) and return
     both memory-mapped, as a fresh process would serve them."""
     save_ids(directory / name, ids)
-    return import_bm25s().BM25.load(str(directory / name), mmap=True), load_ids(directory / name)
+    return load_bm25(directory / name), load_ids(directory / name)
+
+
+def load_bm25(path: Path) -> Any:
+    """The bm25s build saved in `path`, its score matrix memory-mapped. bm25s's `load` also
+    makes a set of every column number (`unique_token_ids_set`, read only by its `retrieve`
+    given token ids, which rag never calls): ~8 MB at 100k words, most of what loading added
+    to an ingest's peak after the rebuild. Here the vocabulary is read as bm25s reads it and
+    the set is a `range` when the columns are 0..n-1, each once (every build's are)."""
+    bm25s = import_bm25s()
+    from bm25s.utils import json_functions
+
+    bm25 = bm25s.BM25.load(str(path), mmap=True, load_vocab=False)
+    with open(path / "vocab.index.json", encoding="utf-8") as handle:
+        vocab: dict[str, int] = json_functions.loads(handle.read())
+    bm25.vocab_dict = vocab
+    cols = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
+    dense = not len(cols) or (
+        int(cols.min()) >= 0 and int(cols.max()) < len(cols) and int(np.bincount(cols).max()) == 1
+    )
+    bm25.unique_token_ids_set = range(len(cols)) if dense else set(cols.tolist())
+    return bm25
 
 
 def publish_index(

@@ -27,7 +27,7 @@ from typing import IO, NamedTuple
 
 import numpy as np
 
-from rag.bm25 import TOKENS, PackedIds, analyse
+from rag.bm25 import TOKENS, PackedIds, analyse, release_freed_memory
 from rag.bm25_matrix import write_index
 
 
@@ -151,14 +151,19 @@ def build(
                 unique, acronyms = _rewrite(rows, sources, out)
                 del rows  # where the tokens were: the matrix reads them from `out`
                 tmp.replace(path)
-                # The vocabulary numbered as bm25s numbers it (its set of tokens, in order);
-                # the set goes before the matrix is built (~40 bytes a word).
-                vocab = {token: i for i, token in enumerate(unique)}
+                # The vocabulary numbered as bm25s numbers it (its set of tokens, in order):
+                # the set's order taken as a list and the set freed before the dict is made,
+                # so the two hash tables are never held at once (the set: 4-8 MB at 100k words).
+                order = list(unique)
                 del unique
+                vocab = dict(zip(order, range(len(order)), strict=True))
+                del order
                 _index(out, vocab, len(ids), target)
+                del vocab
         finally:
             for handle in sources:
                 handle.close()
+    release_freed_memory()  # the build's, before the caller maps and loads the index
     return Built(len(ids), acronyms, read)
 
 

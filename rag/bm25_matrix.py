@@ -10,7 +10,8 @@ numpy: ~40 bytes an entry at its peak, ~2 KiB a chunk. This makes the same files
               each block's running offset; rows arrive in order, so each column's stay sorted)
     per block ─► sorted by column (stable: rows stay in order), appended to the .npy files
 
-What is held is a block (BLOCK entries), a write buffer, and arrays of the vocabulary's size;
+What is held is a block (BLOCK entries), a write buffer, and arrays of the vocabulary's size
+(freed memory handed back to the OS between the passes and the write-out);
 the scratch file is anonymous (gone with the process, even on kill -9) and is read and written
 with pread/pwrite, not a memory map, so none of its pages count in this process's memory.
 The files are byte for byte what `bm25s.BM25().index(...)` followed by `save` writes
@@ -27,9 +28,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from rag.bm25 import import_bm25s
+from rag.bm25 import import_bm25s, release_freed_memory
 
-BLOCK = 1 << 19  # entries a block holds (12 bytes each on disk; sorting one holds ~14 MB)
+# Entries a block holds (12 bytes each on disk). Writing one out holds it, its sort order and
+# one column of it at a time: ~4 MB at 2^17 (~18 MB at 2^19, the largest single allocation of a
+# 100k-record ingest's rebuild, and after it glibc kept ~10 MB of the heap it had grown).
+BLOCK = 1 << 17
 _FLUSH = 1 << 17  # entries buffered in pass 2 before they go to the scratch file
 _ENTRY = np.dtype([("col", "<i4"), ("row", "<i4"), ("score", "<f4")])
 # bm25s.BM25.save's names for the three arrays (its defaults, which `load` reads).
@@ -91,6 +95,7 @@ def write_index(
             )  # fmt: skip
             blocks.add(row, voc, scores)
         blocks.flush()
+        release_freed_memory()  # the passes' buffers, before the blocks are read back
         with open(target / DATA, "wb") as data, open(target / INDICES, "wb") as indices:
             nnz = int(indptr[-1])
             _header(data, np.dtype(index.dtype), nnz)
@@ -191,19 +196,21 @@ class _Blocks:
             single = self.first[k + 1] - self.first[k] == 1  # already in row order
             step = BLOCK if single else max(end - start, 1)
             for lo in range(start, end, step):
-                part = np.frombuffer(self._read(lo, min(end, lo + step)), dtype=_ENTRY)
+                part = self._read(lo, min(end, lo + step))
                 if not single:
                     part = part[np.argsort(part["col"], kind="stable")]
-                data.write(part["score"].astype(dtype).tobytes())
-                indices.write(part["row"].astype(itype).tobytes())
+                # One contiguous copy of each field, written from its buffer.
+                data.write(np.ascontiguousarray(part["score"], dtype=dtype).data)
+                indices.write(np.ascontiguousarray(part["row"], dtype=itype).data)
 
-    def _read(self, lo: int, hi: int) -> bytes:
-        size, offset = (hi - lo) * _ENTRY.itemsize, lo * _ENTRY.itemsize
-        chunks = []
-        while size:
-            got = os.pread(self.fd, size, offset)
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        """Entries lo..hi of the scratch file, read straight into an array (no bytes copy)."""
+        part = np.empty(hi - lo, dtype=_ENTRY)
+        view = memoryview(part.view(np.uint8))
+        offset, done = lo * _ENTRY.itemsize, 0
+        while done < len(view):
+            got = os.preadv(self.fd, [view[done:]], offset + done)
             if not got:
                 raise EOFError("the scratch file is shorter than its blocks")
-            chunks.append(got)
-            size, offset = size - len(got), offset + len(got)
-        return b"".join(chunks)
+            done += got
+        return part

@@ -3,6 +3,7 @@ in-memory build saves, byte for byte, and answers every query the same."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from rag import bm25_matrix
-from rag.bm25 import TOKENS, PackedIds, analyse, ids_state, import_bm25s
+from rag.bm25 import TOKENS, PackedIds, analyse, ids_state, import_bm25s, load_bm25
 from rag.bm25_build import TokenSpill, build, token_line
 
 TEXTS = {
@@ -146,3 +147,28 @@ def test_the_matrix_built_in_blocks_is_bm25s_own(
             docs_got, scores_got = got.retrieve([found], k=10, show_progress=False)
             docs_exp, scores_exp = exp.retrieve([found], k=10, show_progress=False)
             assert np.array_equal(docs_got, docs_exp) and np.array_equal(scores_got, scores_exp)
+
+
+def test_load_bm25_is_bm25s_load_without_the_id_set(tmp_path: Path) -> None:
+    """rag's load of a saved index (rag.bm25.load_bm25) gives bm25s's own vocabulary, in its
+    order, and the same answers, queries by token id included; the set of column numbers bm25s
+    keeps is a range (every build's columns are 0..n-1), or a set when they are not."""
+    corpus = _zipf_corpus(400, seed=11)
+    want = _in_memory(corpus, tmp_path / "want")
+    exp = import_bm25s().BM25.load(str(want), mmap=True)
+    got = load_bm25(want)
+    assert list(got.vocab_dict.items()) == list(exp.vocab_dict.items())
+    assert isinstance(got.unique_token_ids_set, range)
+    n = len(exp.vocab_dict)
+    for col in [-1, 0, n // 2, n - 1, n, n + 5]:
+        assert (col in got.unique_token_ids_set) == (col in exp.unique_token_ids_set)
+    for query in (["w0", "w7"], ["w2999", "nothere"], ["w11"]):
+        ids = got.get_tokens_ids(query)
+        assert np.array_equal(got.get_scores(query), exp.get_scores(query))
+        docs_got, scores_got = got.retrieve([[*ids, n + 5]], k=5, show_progress=False)
+        docs_exp, scores_exp = exp.retrieve([[*ids, n + 5]], k=5, show_progress=False)
+        assert np.array_equal(docs_got, docs_exp) and np.array_equal(scores_got, scores_exp)
+    # A vocabulary whose columns are not 0..n-1 (not one rag writes): a set of them, as bm25s.
+    vocab = json.loads((want / "vocab.index.json").read_text())
+    (want / "vocab.index.json").write_text(json.dumps({k: v * 2 for k, v in vocab.items()}))
+    assert load_bm25(want).unique_token_ids_set == {v * 2 for v in vocab.values()}
