@@ -149,7 +149,7 @@ def main(
     claims: str | None = "test",
     cache: str | None = None,
     sample: int | None = None,
-    name: str = "llm",
+    results_name: str = "llm",
 ) -> None:
     from rag.backends.model_file import bundled_gguf
     from rag.settings import Settings
@@ -195,14 +195,14 @@ def main(
                 for name in list(results[split]):
                     if name.endswith("_s") or name == "seconds":
                         results[split][name] = None
-            save(name, results)  # what is done so far survives an interrupted run
+            save(results_name, results)  # what is done so far survives an interrupted run
         if claims:
             results["llm_judge_on_labelled_claims"] = judge_claims(base, claims)
     finally:
         if proxy:
             proxy.shutdown()
         stop_process(proc, 10)
-    path = save(name, results)
+    path = save(results_name, results)
     rows = [
         [
             split,

@@ -13,8 +13,8 @@ buried. Source numbers stay those of the retrieved list, so citations map back u
 
 Why the fitted model ranks: what the model is shown bounds what it can answer. On dev, the share
 of must-contain items present in the excerpts at the default budget rises from 0.843 (cosine +
-words) to 0.884 when sentences are ranked by the answerability model (test, in aggregate: 0.823 to
-0.926); docs/grounding.md has the table and the command.
+words) to 0.896 when sentences are ranked by the answerability model (test, in aggregate: 0.823 to
+0.932); docs/grounding.md has the table and the command.
 """
 
 from __future__ import annotations
