@@ -20,9 +20,9 @@ from rag.question import (
     analyse,
     measured_terms,
     name_in,
-    quantities,
     name_phrases,
     phrases_named,
+    quantities,
     question_names,
 )
 from rag.types import Source
