@@ -49,9 +49,10 @@ _LIST_Q = re.compile(
     re.I,
 )
 _YEAR_Q = re.compile(r"\b(?:which|what) year\b|\bwhen (?:was|were|did)\b|\bin what year\b", re.I)
+_YEAR = r"(?:19|20)\d\d"  # the answer to a year question; to any other, not a quantity
 # A reference or a year is not a quantity: "(Smith et al., 2019)", "in 2021".
-_CITED = re.compile(r"\([^()]*\bet al\.?[^()]*\)|\b(?:19|20)\d\d[a-z]?\b")
-_YEAR_VALUE = re.compile(r"(?:19|20)\d\d")
+_CITED = re.compile(rf"\([^()]*\bet al\.?[^()]*\)|\b{_YEAR}[a-z]?\b")
+_YEAR_VALUE = re.compile(_YEAR)
 _PERSON_Q = re.compile(r"\bwho\b|\bauthors?\b|\bwritten by\b", re.I)
 _WHICH_Q = re.compile(r"^\s*(?:which|what)\s+([A-Za-z][\w\-]*)\b", re.I)
 _MEASURED = re.compile(
