@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 # How far HNSW may miss: a chunk outside the approximate nearest `fetch` can score a little above
 # the weakest one returned (recall@10 is 0.965 at 100k chunks, docs/performance.md).
 HNSW_SLACK = 0.02
+# Chunks read back from the store per request when the BM25 index needs their tokens (below).
+READ_BACK_BATCH = 256
 
 
 class HybridRetriever(Retriever):
@@ -153,9 +155,18 @@ class HybridRetriever(Retriever):
         the ingest's own spill, the token cache, and the store for chunks in neither."""
 
         def read_back(missing: list[str]) -> Iterator[tuple[str, str]]:
-            for start in range(0, len(missing), 2000):
-                docs = self.store.get(ids=missing[start : start + 2000], include=["documents"])
+            # Small batches, each one's freed memory handed back: a batch's reply (every row's
+            # metadata, the text among it, as JSON and as Python objects) is transient, but
+            # batches of 2,000 left the process +47 MiB after 10k chunks read back and
+            # +150 MiB after 103k (a resume after a kill -9 at 50% of 100k records); batches of
+            # 256 with a trim after each: +3 MiB at 10k (docs/performance.md).
+            for start in range(0, len(missing), READ_BACK_BATCH):
+                docs = self.store.get(
+                    ids=missing[start : start + READ_BACK_BATCH], include=["documents"]
+                )
                 yield from zip(docs["ids"], [d or "" for d in docs["documents"]], strict=False)
+                del docs
+                release_freed_memory()
 
         # Each build goes to a directory of its own: other processes may have the previous one
         # memory-mapped. It is served from the memory-mapped files, as a fresh process would.

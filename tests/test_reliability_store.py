@@ -287,3 +287,36 @@ def test_a_token_cache_of_wrong_types_is_read_again(
     assert assistant.retrieve(FIRST[0].title, 1)[0].title == FIRST[0].title
     assert assistant.retriever.read_back == 2  # type: ignore[attr-defined]
     _assert_valid_index(settings, fake_embedder, caplog)
+
+
+def test_chunks_without_cached_tokens_are_read_back_in_small_batches(
+    two_stores: tuple[Path, Path, Path],
+    settings: Settings,
+    fake_embedder: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no token cache (a resume after a kill -9 before the first index was built), every
+    chunk is read back from the store, READ_BACK_BATCH ids per request, and all are indexed."""
+    import rag.hybrid
+
+    root, _, _ = two_stores
+    (root / "tokens.jsonl").unlink()
+    _set_manifest(root, acronyms=[])
+    monkeypatch.setattr(rag.hybrid, "READ_BACK_BATCH", 3)
+    assistant = Assistant(settings, embedder=fake_embedder)
+    stored = len(assistant.store.get(include=[])["ids"])
+    requests: list[int] = []
+    get = assistant.store.get
+
+    def counting_get(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("ids"):
+            requests.append(len(kwargs["ids"]))
+        return get(*args, **kwargs)
+
+    monkeypatch.setattr(assistant.store, "get", counting_get)
+    for paper in FIRST + SECOND:
+        assert assistant.retrieve(paper.title, 1)[0].title == paper.title
+    assert assistant.retriever.read_back == stored > 3  # type: ignore[attr-defined]
+    assert max(requests) == 3 and sum(requests) >= stored
+    _assert_valid_index(settings, fake_embedder, caplog)
