@@ -24,6 +24,7 @@ from rag.backends.base import Backend, Chat
 from rag.chat import condense, normalize_history, trim_history
 from rag.errors import LLMError
 from rag.prompts import CANNOT_ANSWER
+from rag.question import analyse
 from rag.retrieve import Filters
 from rag.settings import Settings
 from rag.text import citations, number_values, split_sentences, strip_citations, terms
@@ -70,6 +71,31 @@ def _all_sentences(question: str, sources: list[Source], budget: int) -> list[An
 
 # A sentence that only repeats the question is not shown (off only for the ablation).
 RESTATEMENTS_DROPPED = True
+
+
+class PaperNames:
+    """For a list question ("which papers ...", compare, both) the answer names the papers it
+    lists: the first supported sentence shown from a paper opens with the paper's title ("<title>:
+    <sentence> [n]"), unless the sentence already names it (its title, or the name before the
+    title's colon). The title is the source's own text, so the verdict stands."""
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.titles = {src.number: src.title.strip() for src in sources if src.title.strip()}
+        self.named: set[int] = set()
+
+    def label(self, sentence: Sentence) -> Sentence:
+        if not sentence.supported or not sentence.citations:
+            return sentence
+        number = sentence.citations[0]
+        title = self.titles.get(number)
+        if title is None or number in self.named:
+            return sentence
+        self.named.add(number)
+        short = title.split(":", 1)[0].strip()
+        text = sentence.text.lower()
+        if title.lower() in text or (short != title and short.lower() in text):
+            return sentence
+        return sentence.model_copy(update={"text": f"{title}: {sentence.text}"})
 
 
 @dataclass
@@ -133,13 +159,18 @@ class Pipeline:
             return
         t = time.perf_counter()
         kept: list[Sentence] = []
+        names = (
+            PaperNames(sources)
+            if self.settings.name_papers and analyse(standalone).is_list
+            else None
+        )
         try:
             pieces = (
                 backend.stream(standalone, sources)
                 if stream
                 else iter([backend.generate(standalone, sources)])
             )
-            for shown in self._verified(pieces, standalone, sources, kept, timings, t):
+            for shown in self._verified(pieces, standalone, sources, kept, timings, t, names):
                 if stream:
                     yield shown
         except LLMError as exc:
@@ -150,7 +181,7 @@ class Pipeline:
             backend = self.fallback
             if stream and kept:
                 yield "\n\n"
-            kept, shown = self._extractive(standalone, sources, timings, t)
+            kept, shown = self._extractive(standalone, sources, timings, t, names)
             if stream:
                 yield from shown
         if (
@@ -161,7 +192,7 @@ class Pipeline:
             # Nothing the model wrote survived verification. The evidence gate already judged
             # the question worth answering, so the sources' own sentences get their turn; the
             # extractive backend abstains by its own answerability model.
-            rescued, shown = self._extractive(standalone, sources, timings, t)
+            rescued, shown = self._extractive(standalone, sources, timings, t, names)
             if any(s.supported for s in rescued):
                 base["notice"] = base["notice"] or (
                     "The model's answer could not be checked against the sources; "
@@ -182,12 +213,17 @@ class Pipeline:
         )
 
     def _extractive(
-        self, question: str, sources: list[Source], timings: dict[str, float], started: float
+        self,
+        question: str,
+        sources: list[Source],
+        timings: dict[str, float],
+        started: float,
+        names: PaperNames | None = None,
     ) -> tuple[list[Sentence], list[str]]:
         """The fallback backend's answer, verified: its judged sentences and what is shown."""
         kept: list[Sentence] = []
         raw = self.fallback.generate(question, sources)
-        shown = list(self._verified(iter([raw]), question, sources, kept, timings, started))
+        shown = list(self._verified(iter([raw]), question, sources, kept, timings, started, names))
         return kept, shown
 
     def _verified(
@@ -198,6 +234,7 @@ class Pipeline:
         kept: list[Sentence],
         timings: dict[str, float],
         started: float,
+        names: PaperNames | None = None,
     ) -> Iterator[str]:
         """Judge each sentence once it is complete (the next one has begun, or the text ended);
         append the judged sentences to `kept` and yield the rendering of each one shown."""
@@ -213,6 +250,8 @@ class Pipeline:
                 judged = self.salvage(sentence, question, sources) or judged
             timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - t
             for s in judged:
+                if names is not None:
+                    s = names.label(s)
                 if "first_text" not in timings:
                     timings["first_text"] = time.perf_counter() - started
                 kept.append(s)

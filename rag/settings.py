@@ -163,6 +163,11 @@ class Settings(BaseSettings):
         "(no model call unless some source sentence likely answers; off by default: on dev it "
         "refused one more answerable question and caught no more unanswerable ones).",
     )
+    name_papers: bool = Field(
+        True,
+        description="List questions (which papers ..., compare, both): the first sentence shown "
+        "from each paper opens with the paper's title, unless it already names the paper.",
+    )
     unverified_answer: Literal["extractive", "refuse"] = Field(
         "extractive",
         description="When no sentence of a chat model's answer is supported: answer with the "

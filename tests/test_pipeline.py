@@ -268,3 +268,48 @@ def test_a_sentence_that_only_repeats_the_question_is_not_an_answer() -> None:
     # The stand-in quotes the source, whose sentence gives the number the question asks for.
     _, answer = _run(_pipeline(FakeBackend(echo), unverified_answer="extractive"), question)
     assert not answer.abstained and answer.backend == "extractive" and "12" in answer.text
+
+
+def test_a_list_question_names_each_paper_it_lists_once() -> None:
+    reply = (
+        "We propose a sparse conditional activation architecture [2]. "
+        "Evaluations across 10 NLP tasks show that it surpasses vanilla Transformers [2]. "
+        "Attention entropy collapse makes training unstable [1]."
+    )
+    question = "Which papers propose new architectures?"
+    pieces, answer = _run(_pipeline(FakeBackend(reply)), question)
+    first, second, third = answer.sentences
+    assert first.text.startswith("Hidden-Dimension Mixtures for Transformers: We propose")
+    assert second.text.startswith("Evaluations across")  # the paper is named once
+    assert third.text.startswith("Stabilising Attention Training: Attention entropy")
+    assert all(s.supported for s in answer.sentences)  # the title is the source's own text
+    assert "".join(pieces).strip() == answer.text  # what was streamed is what is kept
+    # Off by setting, and never for a question about one thing.
+    _, plain = _run(_pipeline(FakeBackend(reply), name_papers=False), question)
+    assert plain.sentences[0].text.startswith("We propose")
+    _, one = _run(_pipeline(FakeBackend(reply)), "What architecture is proposed?")
+    assert not any(s.text.startswith("Hidden-Dimension") for s in one.sentences)
+
+
+def test_a_listed_sentence_that_already_names_its_paper_is_left_as_it_is() -> None:
+    sources = [
+        make_source(
+            1,
+            "SigmaFix: Stable Attention Training",
+            "SigmaFix keeps training stable across 12 vision and speech tasks.",
+        ),
+        make_source(
+            2,
+            "Do Hidden-Dimension Mixtures Help Transformers?",
+            "We propose a sparse conditional activation architecture.",
+        ),
+    ]
+    reply = (
+        "SigmaFix keeps training stable across 12 vision and speech tasks [1]. "
+        "We propose a sparse conditional activation architecture [2]."
+    )
+    pieces, answer = _run(_pipeline(FakeBackend(reply), sources), "Which papers compare models?")
+    assert answer.sentences[0].text.startswith("SigmaFix keeps")  # named by its short name
+    assert answer.sentences[1].text.startswith("Do Hidden-Dimension Mixtures Help Transformers?: ")
+    assert "".join(pieces).strip() == answer.text
+    assert answer.text.count("[2]") == 1 and not answer.abstained
