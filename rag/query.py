@@ -13,8 +13,9 @@ import re
 
 from rag.arxiv import categories_in
 from rag.retrieve import Filters
+from rag.text import YEAR
 
-_YEAR = r"((?:19|20)\d\d)"
+_YEAR = rf"({YEAR})"
 _BETWEEN = re.compile(rf"\b(?:between|from)\s+{_YEAR}\s+(?:and|to|-|–)\s+{_YEAR}\b", re.I)
 _SINCE = re.compile(
     rf"\b(?:since|after|starting(?: in)?|later than)\s+{_YEAR}\b|\bfrom\s+{_YEAR}\s+on(?:wards?)?\b",

@@ -22,6 +22,7 @@ from rag.text import (
     PRONOUNS,
     PROPER_NAME,
     QUESTION_WORDS,
+    YEAR,
     entities,
     is_acronym_of,
     norm,
@@ -49,7 +50,7 @@ _LIST_Q = re.compile(
     re.I,
 )
 _YEAR_Q = re.compile(r"\b(?:which|what) year\b|\bwhen (?:was|were|did)\b|\bin what year\b", re.I)
-_YEAR = r"(?:19|20)\d\d"  # the answer to a year question; to any other, not a quantity
+_YEAR = YEAR  # the answer to a year question; to any other, not a quantity
 # A reference or a year is not a quantity: "(Smith et al., 2019)", "in 2021".
 _CITED = re.compile(rf"\([^()]*\bet al\.?[^()]*\)|\b{_YEAR}[a-z]?\b")
 _YEAR_VALUE = re.compile(_YEAR)

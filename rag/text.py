@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from rag.types import Sentence
 
 CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+# A year as papers and questions write one ("2017"): the date filters read from a question
+# (rag.query) and the answer to a year question (rag.question).
+YEAR = r"(?:19|20)\d\d"
 _ABBREV = {
     "e.g",
     "i.e",
