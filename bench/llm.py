@@ -100,6 +100,8 @@ def figures(report: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, 
         "faithfulness_llm_judge": metric("faithfulness_llm"),
         "citation_precision_llm_judge": metric("citation_precision_llm"),
         "judge_agreement": metric("judge_agreement"),
+        # sentences with a number or name-like word no cited source holds (a string check)
+        "unsourced_sentences": metric("unsourced"),
         "first_text_p50_s": round(pct(first, 50), 2) if first else None,
         "first_text_p95_s": round(pct(first, 95), 2) if first else None,
         "answer_p50_s": round(pct(total, 50), 2),

@@ -10,6 +10,7 @@ denominator is reported as `None` (null in JSON), never NaN.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -90,6 +91,29 @@ def answer_sentences(text: str) -> list[tuple[str, list[int]]]:
             continue
         out.append((claim, citations(sentence)))
     return out
+
+
+# A string check that shares no code with rag's verifier, so it can measure what the verifier
+# let through: digits, and words that look like names (a capital after the first letter, or
+# letters mixed with digits: "ImageNet", "GPT-4", "MMLU", "XL/2").
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
+_NAME_LIKE = re.compile(r"^(?=.*[A-Za-z])(?:.+[A-Z].*|.*[A-Za-z].*\d.*|.*\d.*[A-Za-z].*)$")
+
+
+def unsourced(claim: str, cited: Sequence[Source]) -> list[str]:
+    """The numbers and name-like words of `claim` that no cited source's title or text holds
+    (case-insensitive substring; thousands separators ignored). Strict: "1K" is not "1,000", and
+    a name spelled differently counts as missing, so this bounds the real count from above."""
+    haystack = " ".join(f"{s.title} {s.text}" for s in cited).lower()
+    plain = haystack.replace(",", "")
+    missing = [n for n in _DIGITS.findall(claim) if n.replace(",", "") not in plain]
+    for word in claim.split():
+        word = word.strip(".,;:!?()[]\"'“”‘’")
+        word = re.sub(r"['’]s$", "", word)  # "CLIP's" is CLIP
+        name_like = len(word) > 1 and _NAME_LIKE.match(word) and not _DIGITS.fullmatch(word)
+        if name_like and word.lower() not in haystack:
+            missing.append(word)
+    return missing
 
 
 def merged(sources: Sequence[Source]) -> Source:

@@ -42,6 +42,12 @@ METRICS: list[tuple[str, str, str]] = [
     ("citation_recall", "citation recall", "answer sentences supported by the sources they cite"),
     ("citation_precision", "citation precision", "citations that are needed for their sentence"),
     ("faithfulness", "faithfulness", "answer sentences supported by any of the answer's sources"),
+    (
+        "unsourced",
+        "number or name not in its sources",
+        "answer sentences with a number or name-like word that no source they cite holds "
+        "(a string check independent of the verifier; lower is better)",
+    ),
     ("cites_gold", "answer cites gold", "answers citing at least one gold paper"),
     (
         "abstention_precision",
@@ -68,7 +74,7 @@ METRICS: list[tuple[str, str, str]] = [
     ),
 ]
 LABELS = {k: label for k, label, _ in METRICS}
-LOWER_IS_BETTER = {"false_abstention"}
+LOWER_IS_BETTER = {"false_abstention", "unsourced"}
 TYPE_COLUMNS = [
     "hit@1",
     "hit@5",

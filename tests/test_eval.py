@@ -620,3 +620,21 @@ def test_eval_with_an_llm_reports_both_judges(
     assert head["citation_recall_llm"]["value"] == 1.0
     assert head["judge_agreement"]["value"] == 1.0
     assert any("Supported:" in r["messages"][-1]["content"] for r in fake_llm.requests)
+
+
+def test_unsourced_finds_numbers_and_names_no_cited_source_holds() -> None:
+    lra = Source(
+        number=1,
+        paper_id="p1",
+        title="Long Range Arena: A Benchmark for Efficient Transformers",
+        snippet="",
+        text="It covers sequences from 1K to 16K tokens over 1,000 tasks on ImageNet.",
+        score=0.8,
+    )
+    assert M.unsourced("Long Range Arena covers 1K to 16K tokens", [lra]) == []
+    assert M.unsourced("It spans 1000 tasks on imagenet", [lra]) == []  # separators, case
+    assert M.unsourced("It reaches 77.18% on MMLU", [lra]) == ["77.18", "MMLU"]
+    assert M.unsourced("Yi-34B uses ImageNet", [lra]) == ["34", "Yi-34B"]
+    assert M.unsourced("ImageNet's tasks", [lra]) == []  # a possessive is the name
+    assert M.unsourced("The benchmark is hard", []) == []  # no number, no name: nothing to find
+    assert M.unsourced("It has 16K tokens", []) == ["16", "16K"]  # no cited source: all missing
