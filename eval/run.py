@@ -183,15 +183,15 @@ def evaluate_question(
                     sentences[i][f"precise_{judge.name}"] = s.precise
         if len(judges) > 1:
             pairs["judge_agreement"] = agreement(judges[0], judges[1])
+        # The offline judge (always the first) recorded every claim with its citations.
         by_number = {s.number: s for s in answer.sources}
-        claims = M.answer_sentences(answer.text)
         flagged = 0
-        for i, (claim, cited) in enumerate(claims):
-            missing = M.unsourced(claim, [by_number[n] for n in cited if n in by_number])
-            flagged += bool(missing)
-            if missing and i < len(sentences):
-                sentences[i]["unsourced"] = missing
-        pairs["unsourced"] = (float(flagged), float(len(claims)))
+        for row in sentences:
+            cited = [by_number[n] for n in row["citations"] if n in by_number]
+            if missing := M.unsourced(row["text"], cited):
+                row["unsourced"] = missing
+                flagged += 1
+        pairs["unsourced"] = (float(flagged), float(len(sentences)))
 
     values = {k: M.ratio(*v) for k, v in pairs.items()}
     return {
